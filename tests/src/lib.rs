@@ -9,6 +9,7 @@
 
 pub mod bins;
 pub mod eventually;
+pub mod labapi;
 pub mod netns;
 pub mod privileged;
 pub mod trace;
