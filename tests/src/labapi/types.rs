@@ -100,3 +100,14 @@ pub struct ResourceRequest {
     pub subresource: Option<String>,
     pub identity: Identity,
 }
+
+/// Serves classified resource requests; the storage layer implements it, the HTTP layer
+/// calls it after authentication, authorization and classification. The raw request is
+/// passed on so handlers can stream bodies and take HTTP upgrades (exec).
+pub trait ResourceHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: ResourceRequest,
+        http: http::Request<hyper::body::Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LabResponse> + Send + '_>>;
+}
