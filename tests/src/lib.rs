@@ -5,11 +5,13 @@
 //! - [`eventually`]: eventually-asserts with patience tunable by `MVP_TEST_PATIENCE_MS`.
 //! - [`trace`]: tracing set up once per test binary.
 //! - [`bins`]: paths of the workspace's built binaries.
+//! - [`pki`]: a kubeadm-layout PKI and kubeconfigs.
 #![forbid(unsafe_code)]
 
 pub mod bins;
 pub mod eventually;
 pub mod labapi;
 pub mod netns;
+pub mod pki;
 pub mod privileged;
 pub mod trace;
