@@ -6,10 +6,14 @@
 //! - [`trace`]: tracing set up once per test binary.
 //! - [`bins`]: paths of the workspace's built binaries.
 //! - [`pki`]: a kubeadm-layout PKI and kubeconfigs.
+//! - [`lab`]: [`lab::LabCluster`], a mixed-version control plane in network namespaces.
+//! - [`https`]: a small HTTPS client for probes and set-up writes.
 #![forbid(unsafe_code)]
 
 pub mod bins;
 pub mod eventually;
+pub mod https;
+pub mod lab;
 pub mod labapi;
 pub mod netns;
 pub mod pki;
