@@ -42,10 +42,7 @@ pub enum HttpsError {
     #[error("bad request: {0}")]
     Request(#[from] http::Error),
     #[error("{addr} did not answer within {timeout:?}")]
-    Timeout {
-        addr: SocketAddr,
-        timeout: Duration,
-    },
+    Timeout { addr: SocketAddr, timeout: Duration },
     #[error("cannot start a runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot enter network namespace: {0}")]

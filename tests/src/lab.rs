@@ -696,14 +696,8 @@ impl LabCluster {
             "--log-level=warn".to_string(),
         ];
         let log = self.dir.0.join("etcd.log");
-        let mut proc = LabProcess::spawn(
-            "etcd",
-            &self.etcd_ns,
-            Path::new("etcd"),
-            &args,
-            &log,
-            &[],
-        )?;
+        let mut proc =
+            LabProcess::spawn("etcd", &self.etcd_ns, Path::new("etcd"), &args, &log, &[])?;
         let addr = SocketAddr::new(IpAddr::V4(ETCD_V4), ETCD_PORT);
         wait_ready("etcd", &log, || {
             proc.check_running()?;
@@ -1012,12 +1006,28 @@ impl LabCluster {
     /// Run `python3 <script> <args>` in the client namespace with `KUBECONFIG` set to the
     /// node's admin kubeconfig.
     pub fn python(&self, node: &str, script: &Path, args: &[&str]) -> Result<CmdOutput, LabError> {
+        self.python_with_input(node, script, args, None)
+    }
+
+    /// Like [`LabCluster::python`], feeding `stdin` to the script.
+    pub fn python_with_input(
+        &self,
+        node: &str,
+        script: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<CmdOutput, LabError> {
         let mut cmd = self.client_command("python3");
         cmd.env("KUBECONFIG", self.node(node)?.kubeconfig())
             .env("PYTHONUNBUFFERED", "1")
             .arg(script)
             .args(args);
-        run(cmd, "python3", None)
+        run(cmd, "python3", stdin)
+    }
+
+    /// A script under `tests/python/`.
+    pub fn python_script(name: &str) -> PathBuf {
+        crate::bins::repo_root().join("tests/python").join(name)
     }
 
     /// The node's audit events so far (one JSON object per line).
@@ -1089,13 +1099,23 @@ fn run(mut cmd: Command, what: &str, stdin: Option<&str>) -> Result<CmdOutput, L
         program: PathBuf::from(what),
         source,
     })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(io_err(format!("write stdin of {what}")))?;
-    }
+    // Feed stdin from a thread so a chatty child cannot deadlock against us.
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(input), Some(mut pipe)) => {
+            let input = input.to_string();
+            Some(std::thread::spawn(move || pipe.write_all(input.as_bytes())))
+        }
+        _ => None,
+    };
     let out = child
         .wait_with_output()
         .map_err(io_err(format!("wait for {what}")))?;
+    if let Some(Ok(Err(e))) = feeder.map(|f| f.join()) {
+        // A child that exits without reading its input speaks through its output.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(io_err(format!("write stdin of {what}"))(e));
+        }
+    }
     Ok(CmdOutput {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -513,13 +513,13 @@ mod tests {
         let p = parse(&pem);
         let cert = p.parse_x509().unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap().value;
-        let names: Vec<String> = san
-            .general_names
-            .iter()
-            .map(|g| format!("{g:?}"))
-            .collect();
+        let names: Vec<String> = san.general_names.iter().map(|g| format!("{g:?}")).collect();
         let joined = names.join(" ");
-        for want in ["kubernetes.default.svc.cluster.local", "localhost", "node-a"] {
+        for want in [
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+            "node-a",
+        ] {
             assert!(joined.contains(want), "{want} not in {joined}");
         }
         // 198.18.0.11, 127.0.0.1 and ::1 (16 bytes) as IP SANs.

@@ -1,0 +1,744 @@
+//! The lab control plane driven by real clients: kubectl and the Python `kubernetes`
+//! client, from the lab's client namespace, against lab apiservers of two versions that
+//! share one etcd.
+//!
+//! Most tests share one mixed lab (cp1, cp2 at 1.33; cp3 at 1.36) and never change its
+//! topology; each uses its own names. Tests that stop apiservers bring up their own lab.
+//! The shared lab is never dropped: its reaper removes it when the test binary exits.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use test_support::eventually::eventually;
+use test_support::lab::{CmdOutput, LabCluster, LabSpec, NodeSpec};
+use test_support::require_root;
+
+static LAB: OnceLock<LabCluster> = OnceLock::new();
+
+fn lab() -> &'static LabCluster {
+    test_support::trace::init();
+    LAB.get_or_init(|| match LabCluster::start(LabSpec::mixed()) {
+        Ok(lab) => lab,
+        Err(e) => panic!("the lab did not come up: {e}"),
+    })
+}
+
+fn ok(out: CmdOutput, what: &str) -> CmdOutput {
+    assert!(out.success(), "{what} failed:\n{out}");
+    out
+}
+
+fn kubectl(node: &str, args: &[&str]) -> CmdOutput {
+    lab().kubectl(node, args).expect("run kubectl")
+}
+
+fn kubectl_ok(node: &str, args: &[&str]) -> CmdOutput {
+    ok(
+        kubectl(node, args),
+        &format!("kubectl {} via {node}", args.join(" ")),
+    )
+}
+
+fn create_namespace(node: &str, ns: &str) {
+    let out = kubectl(node, &["create", "namespace", ns]);
+    assert!(
+        out.success() || out.stderr.contains("AlreadyExists"),
+        "create namespace {ns}:\n{out}"
+    );
+}
+
+#[test]
+fn kubectl_crud_of_core_and_apps_resources_on_both_versions() {
+    require_root!();
+    for node in ["cp1", "cp3"] {
+        let ns = format!("kcrud-{node}");
+        create_namespace(node, &ns);
+        // configmaps: create, get, patch (merge), replace, delete
+        kubectl_ok(
+            node,
+            &[
+                "create",
+                "configmap",
+                "cm1",
+                "-n",
+                &ns,
+                "--from-literal=a=1",
+            ],
+        );
+        let got = kubectl_ok(node, &["get", "configmap", "cm1", "-n", &ns, "-o", "json"]).json();
+        assert_eq!(got["data"], json!({"a": "1"}), "{got}");
+        kubectl_ok(
+            node,
+            &[
+                "patch",
+                "configmap",
+                "cm1",
+                "-n",
+                &ns,
+                "--type=merge",
+                "-p",
+                r#"{"data":{"b":"2"}}"#,
+            ],
+        );
+        let got = kubectl_ok(node, &["get", "configmap", "cm1", "-n", &ns, "-o", "json"]).json();
+        assert_eq!(got["data"], json!({"a": "1", "b": "2"}), "{got}");
+        kubectl_ok(node, &["delete", "configmap", "cm1", "-n", &ns]);
+        let gone = kubectl(node, &["get", "configmap", "cm1", "-n", &ns]);
+        assert!(
+            !gone.success() && gone.stderr.contains("NotFound"),
+            "cm1 still readable after delete:\n{gone}"
+        );
+
+        // pods
+        kubectl_ok(
+            node,
+            &["run", "p1", "-n", &ns, "--image=busybox", "--restart=Never"],
+        );
+        let pod = kubectl_ok(node, &["get", "pod", "p1", "-n", &ns, "-o", "json"]).json();
+        assert_eq!(pod["spec"]["containers"][0]["image"], "busybox", "{pod}");
+        kubectl_ok(node, &["label", "pod", "p1", "-n", &ns, "tier=lab"]);
+        let names = kubectl_ok(
+            node,
+            &["get", "pods", "-n", &ns, "-l", "tier=lab", "-o", "name"],
+        );
+        assert_eq!(names.stdout.trim(), "pod/p1");
+        kubectl_ok(node, &["delete", "pod", "p1", "-n", &ns, "--wait=false"]);
+
+        // deployments (apps/v1)
+        kubectl_ok(
+            node,
+            &[
+                "create",
+                "deployment",
+                "web",
+                "-n",
+                &ns,
+                "--image=nginx",
+                "--replicas=2",
+            ],
+        );
+        kubectl_ok(
+            node,
+            &["scale", "deployment", "web", "-n", &ns, "--replicas=5"],
+        );
+        let dep = kubectl_ok(node, &["get", "deployment", "web", "-n", &ns, "-o", "json"]).json();
+        assert_eq!(dep["spec"]["replicas"], 5, "{dep}");
+        assert_eq!(dep["apiVersion"], "apps/v1");
+        kubectl_ok(node, &["delete", "deployment", "web", "-n", &ns]);
+    }
+}
+
+#[test]
+fn kubectl_crud_of_resource_k8s_io_objects_at_each_versions_preferred_version() {
+    require_root!();
+    // resource.k8s.io's preferred version moved (v1beta2 on 1.33, v1 on 1.36): kubectl
+    // picks it from the node's discovery.
+    for (node, version) in [("cp2", "v1beta2"), ("cp3", "v1")] {
+        let ns = format!("kres-{node}");
+        create_namespace(node, &ns);
+        let claim = json!({
+            "apiVersion": format!("resource.k8s.io/{version}"),
+            "kind": "ResourceClaim",
+            "metadata": {"name": "claim1", "namespace": ns},
+            "spec": {"devices": {"requests": [{"name": "gpu"}]}},
+        });
+        ok(
+            lab()
+                .kubectl_stdin(node, &["create", "-f", "-"], &claim.to_string())
+                .unwrap(),
+            "create resourceclaim",
+        );
+        let got = kubectl_ok(
+            node,
+            &["get", "resourceclaims", "claim1", "-n", &ns, "-o", "json"],
+        )
+        .json();
+        assert_eq!(
+            got["apiVersion"],
+            format!("resource.k8s.io/{version}"),
+            "{got}"
+        );
+        kubectl_ok(node, &["delete", "resourceclaims", "claim1", "-n", &ns]);
+    }
+}
+
+#[test]
+fn python_client_crud_and_watch_on_both_versions() {
+    require_root!();
+    let script = LabCluster::python_script("crud_watch.py");
+    for (node, rapi) in [("cp1", "v1beta2"), ("cp3", "v1")] {
+        let ns = format!("py-{node}");
+        let out = lab().python(node, &script, &[&ns, rapi]).unwrap();
+        assert!(out.success(), "crud_watch.py via {node}:\n{out}");
+        for kind in ["configmap", "pod", "deployment", "resourceclaim"] {
+            for step in [
+                "create",
+                "get",
+                "list",
+                "replace",
+                "watch MODIFIED",
+                "delete",
+                "watch DELETED",
+            ] {
+                let line = format!("ok {kind} {step}");
+                assert!(
+                    out.stdout.contains(&line),
+                    "missing `{line}` via {node}:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn objects_written_through_one_node_are_read_through_every_node_that_serves_them() {
+    require_root!();
+    create_namespace("cp1", "shared");
+    kubectl_ok(
+        "cp1",
+        &[
+            "create",
+            "configmap",
+            "from-cp1",
+            "-n",
+            "shared",
+            "--from-literal=k=v",
+        ],
+    );
+    for node in ["cp2", "cp3"] {
+        let got = kubectl_ok(
+            node,
+            &["get", "configmap", "from-cp1", "-n", "shared", "-o", "json"],
+        )
+        .json();
+        assert_eq!(got["data"]["k"], "v", "via {node}: {got}");
+    }
+    // resource.k8s.io/v1beta2 is served by both versions.
+    let claim = json!({
+        "apiVersion": "resource.k8s.io/v1beta2", "kind": "ResourceClaim",
+        "metadata": {"name": "claim-from-cp1", "namespace": "shared"},
+        "spec": {"devices": {"requests": [{"name": "gpu"}]}},
+    });
+    ok(
+        lab()
+            .kubectl_stdin("cp1", &["create", "-f", "-"], &claim.to_string())
+            .unwrap(),
+        "create claim via cp1",
+    );
+    let got = kubectl_ok(
+        "cp3",
+        &[
+            "get",
+            "resourceclaims.v1beta2.resource.k8s.io",
+            "claim-from-cp1",
+            "-n",
+            "shared",
+            "-o",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(got["metadata"]["name"], "claim-from-cp1", "{got}");
+
+    // A Workload exists only for the 1.36 node: written through cp3, invisible through cp1.
+    let workload = json!({
+        "apiVersion": "scheduling.k8s.io/v1alpha2", "kind": "Workload",
+        "metadata": {"name": "wl", "namespace": "shared"},
+        "spec": {"podGroups": [{"name": "g", "policy": {"basic": {}}}]},
+    });
+    ok(
+        lab()
+            .kubectl_stdin("cp3", &["create", "-f", "-"], &workload.to_string())
+            .unwrap(),
+        "create workload via cp3",
+    );
+    kubectl_ok(
+        "cp3",
+        &["get", "workloads.scheduling.k8s.io", "wl", "-n", "shared"],
+    );
+    let miss = kubectl(
+        "cp1",
+        &["get", "workloads.scheduling.k8s.io", "wl", "-n", "shared"],
+    );
+    assert!(
+        !miss.success()
+            && miss
+                .stderr
+                .contains("the server doesn't have a resource type"),
+        "a 1.33 node must not know workloads:\n{miss}"
+    );
+}
+
+fn lines(out: &CmdOutput) -> BTreeSet<String> {
+    out.stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn api_resources_and_api_versions_follow_each_nodes_version() {
+    require_root!();
+    let res: BTreeMap<&str, BTreeSet<String>> = ["cp1", "cp2", "cp3"]
+        .into_iter()
+        .map(|n| (n, lines(&kubectl_ok(n, &["api-resources", "-o", "name"]))))
+        .collect();
+    assert_eq!(res["cp1"], res["cp2"], "two 1.33 nodes must agree");
+    for r in [
+        "workloads.scheduling.k8s.io",
+        "podgroups.scheduling.k8s.io",
+        "podcertificaterequests.certificates.k8s.io",
+        "mutatingadmissionpolicies.admissionregistration.k8s.io",
+    ] {
+        assert!(
+            res["cp3"].contains(r),
+            "1.36 must list {r}: {:?}",
+            res["cp3"]
+        );
+        assert!(!res["cp1"].contains(r), "1.33 must not list {r}");
+    }
+    for r in [
+        "configmaps",
+        "pods",
+        "deployments.apps",
+        "resourceclaims.resource.k8s.io",
+    ] {
+        assert!(
+            res["cp1"].contains(r) && res["cp3"].contains(r),
+            "{r} is on both"
+        );
+    }
+
+    let vers: BTreeMap<&str, BTreeSet<String>> = ["cp1", "cp3"]
+        .into_iter()
+        .map(|n| (n, lines(&kubectl_ok(n, &["api-versions"]))))
+        .collect();
+    let only_133: Vec<_> = vers["cp1"].difference(&vers["cp3"]).cloned().collect();
+    let only_136: Vec<_> = vers["cp3"].difference(&vers["cp1"]).cloned().collect();
+    // README "Differences by group/version", 1.33 vs 1.36 columns.
+    assert_eq!(
+        only_133,
+        [
+            "storage.k8s.io/v1alpha1",
+            "storagemigration.k8s.io/v1alpha1"
+        ],
+        "group/versions only on 1.33"
+    );
+    assert_eq!(
+        only_136,
+        [
+            "resource.k8s.io/v1",
+            "scheduling.k8s.io/v1alpha2",
+            "storagemigration.k8s.io/v1beta1"
+        ],
+        "group/versions only on 1.36"
+    );
+}
+
+/// The README's "Resources a mixed-version proxy must route (1.33 ↔ 1.36)" lists
+/// (`shared/fixtures/discovery/README.md`), as (group/version, resource[/subresource]).
+const ONLY_IN_133: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "validatingadmissionpolicies",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "validatingadmissionpolicies/status",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "validatingadmissionpolicybindings",
+    ),
+    ("resource.k8s.io/v1alpha3", "deviceclasses"),
+    ("resource.k8s.io/v1alpha3", "resourceclaims"),
+    ("resource.k8s.io/v1alpha3", "resourceclaims/status"),
+    ("resource.k8s.io/v1alpha3", "resourceclaimtemplates"),
+    ("resource.k8s.io/v1alpha3", "resourceslices"),
+    ("storage.k8s.io/v1alpha1", "volumeattributesclasses"),
+    (
+        "storagemigration.k8s.io/v1alpha1",
+        "storageversionmigrations",
+    ),
+    (
+        "storagemigration.k8s.io/v1alpha1",
+        "storageversionmigrations/status",
+    ),
+];
+const ONLY_IN_136: &[(&str, &str)] = &[
+    (
+        "admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "mutatingadmissionpolicybindings",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "mutatingadmissionpolicies",
+    ),
+    (
+        "admissionregistration.k8s.io/v1beta1",
+        "mutatingadmissionpolicybindings",
+    ),
+    ("certificates.k8s.io/v1beta1", "podcertificaterequests"),
+    (
+        "certificates.k8s.io/v1beta1",
+        "podcertificaterequests/status",
+    ),
+    ("resource.k8s.io/v1", "deviceclasses"),
+    ("resource.k8s.io/v1", "resourceclaims"),
+    ("resource.k8s.io/v1", "resourceclaims/status"),
+    ("resource.k8s.io/v1", "resourceclaimtemplates"),
+    ("resource.k8s.io/v1", "resourceslices"),
+    ("resource.k8s.io/v1alpha3", "devicetaintrules/status"),
+    ("resource.k8s.io/v1beta2", "devicetaintrules"),
+    ("resource.k8s.io/v1beta2", "devicetaintrules/status"),
+    ("scheduling.k8s.io/v1alpha2", "podgroups"),
+    ("scheduling.k8s.io/v1alpha2", "podgroups/status"),
+    ("scheduling.k8s.io/v1alpha2", "workloads"),
+    ("storage.k8s.io/v1", "volumeattributesclasses"),
+    (
+        "storagemigration.k8s.io/v1beta1",
+        "storageversionmigrations",
+    ),
+    (
+        "storagemigration.k8s.io/v1beta1",
+        "storageversionmigrations/status",
+    ),
+];
+
+/// One resource or subresource of a surface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Gvr {
+    gv: String,
+    /// `resource` or `resource/subresource`.
+    resource: String,
+    namespaced: bool,
+    listable: bool,
+}
+
+/// Every (sub)resource of a discovery fixture (`aggregated_v2.json` plus core `api__v1.json`).
+fn surface(dir: &Path) -> BTreeMap<(String, String), Gvr> {
+    let read = |f: &str| -> Value {
+        let path = dir.join(f);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let mut out = BTreeMap::new();
+    let mut add = |gv: &str, resource: String, namespaced: bool, listable: bool| {
+        out.insert(
+            (gv.to_string(), resource.clone()),
+            Gvr {
+                gv: gv.to_string(),
+                resource,
+                namespaced,
+                listable,
+            },
+        );
+    };
+    let agg = read("aggregated_v2.json");
+    for g in agg["items"].as_array().expect("items") {
+        let group = g["metadata"]["name"].as_str().expect("group name");
+        for v in g["versions"].as_array().expect("versions") {
+            let gv = format!("{group}/{}", v["version"].as_str().expect("version"));
+            for r in v["resources"].as_array().expect("resources") {
+                let name = r["resource"].as_str().expect("resource").to_string();
+                let namespaced = r["scope"] == "Namespaced";
+                let listable = r["verbs"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(|v| v == "list"));
+                for s in r["subresources"].as_array().into_iter().flatten() {
+                    let sub = s["subresource"].as_str().expect("subresource");
+                    add(&gv, format!("{name}/{sub}"), namespaced, false);
+                }
+                add(&gv, name, namespaced, listable);
+            }
+        }
+    }
+    let core = read("api__v1.json");
+    for r in core["resources"].as_array().expect("core resources") {
+        let name = r["name"].as_str().expect("name");
+        if name.contains('/') {
+            continue; // core subresources are connect/streaming verbs (exec, log, ...)
+        }
+        let listable = r["verbs"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|v| v == "list"));
+        add("v1", name.to_string(), r["namespaced"] == true, listable);
+    }
+    out
+}
+
+fn path_of(g: &Gvr) -> String {
+    let prefix = if g.gv == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{}", g.gv)
+    };
+    let ns = if g.namespaced {
+        "/namespaces/default"
+    } else {
+        ""
+    };
+    match g.resource.split_once('/') {
+        Some((res, sub)) => format!("{prefix}{ns}/{res}/lab-no-such-object/{sub}"),
+        None => format!("{prefix}{ns}/{}", g.resource),
+    }
+}
+
+/// kube-apiserver's answer for a path nothing serves.
+fn is_unserved_404(status: u64, body: &Value) -> bool {
+    status == 404 && body["message"] == "the server could not find the requested resource"
+}
+
+#[test]
+fn exactly_the_resources_a_version_does_not_serve_are_404() {
+    require_root!();
+    let fixtures = test_support::bins::fixtures_dir().join("discovery");
+    let s133 = surface(&fixtures.join("k8s-1.33"));
+    let s136 = surface(&fixtures.join("k8s-1.36"));
+
+    // The fixtures' difference is exactly the README's lists (so both are checked).
+    let keys = |m: &BTreeMap<(String, String), Gvr>| m.keys().cloned().collect::<BTreeSet<_>>();
+    let table = |t: &[(&str, &str)]| {
+        t.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        keys(&s133)
+            .difference(&keys(&s136))
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        table(ONLY_IN_133)
+    );
+    assert_eq!(
+        keys(&s136)
+            .difference(&keys(&s133))
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+        table(ONLY_IN_136)
+    );
+
+    // Every (sub)resource of either version, through every node: served → anything but
+    // the unserved 404 (200 for a list; a named miss is an object NotFound); unserved →
+    // the unserved 404.
+    let mut union: BTreeMap<(String, String), Gvr> = s133.clone();
+    union.extend(s136.clone());
+    let all: Vec<&Gvr> = union.values().collect();
+    let requests: Vec<Value> = all
+        .iter()
+        .map(|g| json!({"method": "GET", "path": path_of(g)}))
+        .collect();
+    let script = LabCluster::python_script("requests.py");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for node in lab().nodes() {
+        let served = if node.spec().minor() == "1.33" {
+            &s133
+        } else {
+            &s136
+        };
+        let out = lab()
+            .python_with_input(
+                node.name(),
+                &script,
+                &[],
+                Some(&Value::from(requests.clone()).to_string()),
+            )
+            .unwrap();
+        assert!(out.success(), "requests.py via {}:\n{out}", node.name());
+        let replies = out.json();
+        let replies = replies
+            .as_array()
+            .unwrap_or_else(|| panic!("requests.py printed no list:\n{out}"));
+        assert_eq!(replies.len(), all.len());
+        for (g, reply) in all.iter().zip(replies) {
+            checked += 1;
+            let status = reply["status"].as_u64().unwrap_or(0);
+            let body = &reply["body"];
+            let key = (g.gv.clone(), g.resource.clone());
+            let is_served = served.contains_key(&key);
+            let good = if !is_served {
+                is_unserved_404(status, body)
+            } else if g.resource.contains('/') {
+                status == 404 && body["details"]["name"] == "lab-no-such-object"
+            } else if g.listable {
+                status == 200
+            } else {
+                !is_unserved_404(status, body)
+            };
+            if !good {
+                failures.push(format!(
+                    "{} ({}) GET {} → {status} {}; served there: {is_served}",
+                    node.name(),
+                    node.spec().minor(),
+                    path_of(g),
+                    body.to_string().chars().take(160).collect::<String>()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} requests answered wrongly:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn kubernetes_service_and_endpointslice_list_every_apiserver() {
+    require_root!();
+    let slice = kubectl_ok(
+        "cp2",
+        &[
+            "get",
+            "endpointslices.discovery.k8s.io",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(slice["addressType"], "IPv4", "{slice}");
+    let mut addrs: Vec<String> = slice["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e["addresses"][0].as_str().unwrap_or("").to_string())
+        .collect();
+    addrs.sort();
+    let mut want: Vec<String> = lab().nodes().iter().map(|n| n.ipv4().to_string()).collect();
+    want.sort();
+    assert_eq!(addrs, want);
+    assert_eq!(
+        slice["ports"],
+        json!([{"name": "https", "port": 6443, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    let svc = kubectl_ok(
+        "cp3",
+        &[
+            "get",
+            "service",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "json",
+        ],
+    )
+    .json();
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 6443, "{svc}");
+}
+
+#[test]
+fn bearer_token_user_is_served_and_audited() {
+    require_root!();
+    let node = lab().node("cp2").unwrap();
+    let out = ok(
+        lab()
+            .kubectl_with(
+                node.token_kubeconfig(),
+                &["get", "namespaces", "-o", "name"],
+            )
+            .unwrap(),
+        "kubectl with the token kubeconfig",
+    );
+    assert!(out.stdout.contains("namespace/default"), "{out}");
+    eventually("an audit event of the token user on cp2", || {
+        let events = lab().audit_log("cp2").map_err(|e| e.to_string())?;
+        events
+            .iter()
+            .find(|e| {
+                e["user"]["username"] == test_support::pki::TOKEN_USER
+                    && e["objectRef"]["resource"] == "namespaces"
+            })
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{} events, none by the token user on namespaces",
+                    events.len()
+                )
+            })
+    });
+}
+
+#[test]
+fn apiservers_stop_and_start_and_the_lab_removes_everything_it_made() {
+    require_root!();
+    test_support::trace::init();
+    let lab = LabCluster::start(LabSpec::new(vec![
+        NodeSpec::v1_33("a"),
+        NodeSpec::v1_36("b"),
+    ]))
+    .unwrap();
+    let namespaces: Vec<String> = lab
+        .nodes()
+        .iter()
+        .map(|n| n.netns().name().to_string())
+        .chain([
+            lab.client().name().to_string(),
+            lab.segment().hub().name().to_string(),
+        ])
+        .collect();
+    let dir = lab.dir().to_path_buf();
+    let pids: Vec<u32> = lab
+        .nodes()
+        .iter()
+        .filter_map(|n| n.apiserver_pid())
+        .collect();
+    assert_eq!(pids.len(), 2);
+
+    lab.stop_apiserver("a").unwrap();
+    assert!(!lab.node("a").unwrap().apiserver_running());
+    let down = lab
+        .kubectl("a", &["get", "namespaces", "--request-timeout=5s"])
+        .unwrap();
+    assert!(!down.success(), "a stopped apiserver answered:\n{down}");
+    // State lives in etcd: a write through b while a is down is visible through a later.
+    ok(
+        lab.kubectl(
+            "b",
+            &["create", "configmap", "while-a-was-down", "-n", "default"],
+        )
+        .unwrap(),
+        "create via b",
+    );
+    lab.start_apiserver("a").unwrap();
+    ok(
+        lab.kubectl(
+            "a",
+            &["get", "configmap", "while-a-was-down", "-n", "default"],
+        )
+        .unwrap(),
+        "get via a",
+    );
+
+    drop(lab);
+    for ns in &namespaces {
+        assert!(
+            !Path::new("/run/netns").join(ns).exists(),
+            "namespace {ns} left behind"
+        );
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains("mvp-lab-apiserver"),
+            "apiserver {pid} still running"
+        );
+    }
+}
