@@ -8,4 +8,5 @@
 //! - the server (TLS, authentication, discovery, OpenAPI, health, audit) and the storage
 //!   (etcd CRUD, watch, patch, exec) live in their own modules.
 pub mod status;
+pub mod store;
 pub mod types;
