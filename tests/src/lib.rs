@@ -8,9 +8,11 @@
 //! - [`pki`]: a kubeadm-layout PKI and kubeconfigs.
 //! - [`lab`]: [`lab::LabCluster`], a mixed-version control plane in network namespaces.
 //! - [`https`]: a small HTTPS client for probes and set-up writes.
+//! - [`etcd`]: a real throw-away etcd on loopback, killed on drop.
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod etcd;
 pub mod eventually;
 pub mod https;
 pub mod lab;

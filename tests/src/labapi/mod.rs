@@ -18,5 +18,6 @@ pub mod server;
 pub mod status;
 pub mod surface;
 pub mod testpki;
+pub mod store;
 pub mod types;
 pub mod wire;
