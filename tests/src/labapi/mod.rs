@@ -7,5 +7,6 @@
 //! - [`status`]: `Status` objects shaped exactly like kube-apiserver's.
 //! - the server (TLS, authentication, discovery, OpenAPI, health, audit) and the storage
 //!   (etcd CRUD, watch, patch, exec) live in their own modules.
+pub mod exec;
 pub mod status;
 pub mod types;
