@@ -13,11 +13,12 @@
 pub mod authn;
 pub mod classify;
 pub mod discovery;
+pub mod exec;
 pub mod openapi;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod surface;
 pub mod testpki;
-pub mod store;
 pub mod types;
 pub mod wire;

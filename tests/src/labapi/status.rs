@@ -93,7 +93,9 @@ impl Status {
         if self.code == 403 {
             builder = builder.header("x-content-type-options", "nosniff");
         }
-        builder.body(full(self.body(pretty))).expect("valid response")
+        builder
+            .body(full(self.body(pretty)))
+            .expect("valid response")
     }
 
     /// 401 exactly as kube-apiserver answers failed authentication (no details).
@@ -110,7 +112,6 @@ impl Status {
         )
         .with_details(json!({}))
     }
-
 }
 
 /// `<resource>` or `<resource>.<group>`, as kube-apiserver's qualified resource.
