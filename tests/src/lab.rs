@@ -404,7 +404,8 @@ impl LabNode {
         self.apiserver.lock().as_ref().map(|p| p.pid())
     }
 
-    /// The flags this node's apiserver runs with (kube-apiserver's names).
+    /// The flags this node's apiserver runs with (kube-apiserver's names; the lab server
+    /// has no aggregator, so no `--proxy-client-*` flags: the files are in [`LabNode::pki`]).
     pub fn apiserver_args(&self, etcd: &str, surface_dir: &Path, extra: &[String]) -> Vec<String> {
         let p = &self.pki;
         let path = |p: PathBuf| p.display().to_string();
@@ -423,14 +424,6 @@ impl LabNode {
             "--requestheader-username-headers=X-Remote-User".to_string(),
             "--requestheader-group-headers=X-Remote-Group".to_string(),
             "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
-            format!(
-                "--proxy-client-cert-file={}",
-                path(p.front_proxy_client_crt())
-            ),
-            format!(
-                "--proxy-client-key-file={}",
-                path(p.front_proxy_client_key())
-            ),
             format!("--token-auth-file={}", path(p.tokens_csv())),
             format!("--etcd-servers={etcd}"),
             format!("--audit-log-path={}", path(self.audit_log_path())),

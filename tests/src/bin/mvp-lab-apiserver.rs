@@ -13,6 +13,7 @@ use clap::Parser;
 use test_support::labapi::authn::{AuthnConfig, RequestHeaderConfig};
 use test_support::labapi::server::{EmulatedVersion, LabServer, ServerConfig};
 use test_support::labapi::status::Status;
+use test_support::labapi::store::Store;
 use test_support::labapi::surface::Surface;
 use test_support::labapi::types::{LabResponse, ResourceHandler, ResourceRequest};
 
@@ -87,7 +88,7 @@ struct Cli {
     unprivileged_user: Vec<String>,
 }
 
-/// Answers resource requests until the storage layer is wired in: 503, as kube-apiserver
+/// Answers resource requests when no `--etcd-servers` are given: 503, as kube-apiserver
 /// answers while its storage is unavailable.
 struct NoStorage;
 
@@ -178,10 +179,16 @@ async fn main() -> anyhow::Result<()> {
         version,
         unprivileged_users: cli.unprivileged_user.clone(),
     };
-    if !cli.etcd_servers.is_empty() {
+    let handler: Arc<dyn ResourceHandler> = if cli.etcd_servers.is_empty() {
+        Arc::new(NoStorage)
+    } else {
         tracing::info!(servers = ?cli.etcd_servers, prefix = %cli.etcd_prefix, "etcd configured");
-    }
-    let handler: Arc<dyn ResourceHandler> = Arc::new(NoStorage);
+        Arc::new(
+            Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
+                .await
+                .context("connecting to etcd")?,
+        )
+    };
     let server = LabServer::bind(cfg, handler).await?;
     let addr = server.local_addr()?;
     // Tests and scripts wait for this line to learn the port.

@@ -75,11 +75,56 @@ fn schema_name(group: &str, version: &str, kind: &str) -> String {
     format!("io.k8s.api.{short}.{version}.{kind}")
 }
 
+/// The item path's PATCH operation kube-apiserver publishes for a resource. kubectl reads it
+/// (`QueryParamVerifierV3`) to learn that the server validates fields itself
+/// (`fieldValidation`); without it `kubectl create -f` falls back to client-side validation
+/// against `/openapi/v2`.
+fn patch_path(
+    group: &str,
+    version: &str,
+    kind: &str,
+    resource: &str,
+    namespaced: bool,
+) -> (String, Value) {
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    let ns = if namespaced {
+        "/namespaces/{namespace}"
+    } else {
+        ""
+    };
+    let path = format!("{prefix}{ns}/{resource}/{{name}}");
+    let q = |name: &str, d: &str| json!({"name": name, "in": "query", "description": d, "schema": {"type": "string", "uniqueItems": true}});
+    let op = json!({
+        "description": format!("partially update the specified {kind}"),
+        "operationId": format!("patch{kind}"),
+        "parameters": [
+            q("dryRun", "When present, indicates that modifications should not be persisted."),
+            q("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+            q("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields."),
+        ],
+        "x-kubernetes-action": "patch",
+        "x-kubernetes-group-version-kind": {"group": group, "kind": kind, "version": version},
+    });
+    (path, json!({ "patch": op }))
+}
+
 fn doc(info_version: &str, schemas: serde_json::Map<String, Value>) -> Doc {
+    doc_with_paths(info_version, schemas, serde_json::Map::new())
+}
+
+fn doc_with_paths(
+    info_version: &str,
+    schemas: serde_json::Map<String, Value>,
+    paths: serde_json::Map<String, Value>,
+) -> Doc {
     let mut v = json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": info_version},
-        "paths": {},
+        "paths": paths,
     });
     if !schemas.is_empty() {
         v["components"] = json!({ "schemas": schemas });
@@ -106,6 +151,7 @@ impl OpenApi {
             }
             for v in &g.versions {
                 let mut schemas = serde_json::Map::new();
+                let mut item_paths = serde_json::Map::new();
                 schemas.insert(OBJECT_META.into(), object_meta_schema());
                 for r in &v.resources {
                     let kind = r
@@ -116,6 +162,16 @@ impl OpenApi {
                     if kind.is_empty() {
                         continue;
                     }
+                    if r.verbs.iter().any(|verb| verb == "patch") {
+                        let (p, item) = patch_path(
+                            group,
+                            &v.version,
+                            kind,
+                            &r.resource,
+                            r.scope == "Namespaced",
+                        );
+                        item_paths.insert(p, item);
+                    }
                     schemas
                         .entry(schema_name(group, &v.version, kind))
                         .or_insert_with(|| kind_schema(group, &v.version, kind));
@@ -125,7 +181,7 @@ impl OpenApi {
                 } else {
                     format!("apis/{group}/{}", v.version)
                 };
-                docs.insert(path, doc(info_version, schemas));
+                docs.insert(path, doc_with_paths(info_version, schemas, item_paths));
             }
         }
         let paths: serde_json::Map<String, Value> = docs

@@ -899,22 +899,12 @@ impl ResourceHandler for Store {
     }
 }
 
-/// pods/exec and pods/attach belong to the `exec` module (engineer "exec").
-// TODO(merge exec): replace the body with `super::exec::serve(req, http).await` once the
-// `exec` branch (tests/src/labapi/exec.rs) is merged. This is the single call site.
+/// pods/exec and pods/attach belong to the `exec` module.
 async fn connect_exec(
     req: ResourceRequest,
-    _http: http::Request<hyper::body::Incoming>,
+    http: http::Request<hyper::body::Incoming>,
 ) -> LabResponse {
-    Status::new(
-        501,
-        "NotImplemented",
-        format!(
-            "pods/{} is served by the lab's exec module, which this build does not include",
-            req.subresource.unwrap_or_default()
-        ),
-    )
-    .response()
+    super::exec::serve(req, http).await
 }
 
 /// Patch formats by Content-Type.
