@@ -74,7 +74,8 @@ def exercise(kind, ns, create, get, lst, replace, delete, mutate, check):
     ok(kind, "replace")
     if not check(get(name), True):
         fail(f"{kind}: get after replace shows the old object")
-    expect_event(kind, *watch_args[kind](rv), name, "MODIFIED")
+    list_fn, _, kw = watch_args[kind](rv)
+    expect_event(kind, list_fn, rv, name, "MODIFIED", **kw)
     listed = lst()
     rv = listed["metadata"]["resourceVersion"] if isinstance(listed, dict) else listed.metadata.resource_version
     delete(name)
@@ -86,7 +87,7 @@ def exercise(kind, ns, create, get, lst, replace, delete, mutate, check):
         if e.status != 404:
             fail(f"{kind}: get after delete: HTTP {e.status}, wanted 404")
     ok(kind, "get-after-delete 404")
-    expect_event(kind, *watch_args[kind](rv), name, "DELETED")
+    expect_event(kind, list_fn, rv, name, "DELETED", **kw)
 
 
 watch_args = {}

@@ -17,14 +17,16 @@ def main():
     out = []
     for req in json.load(sys.stdin):
         try:
-            resp = api.call_api(
-                req["path"], req.get("method", "GET"),
+            method, url, headers, body, post = api.param_serialize(
+                method=req.get("method", "GET"),
+                resource_path=req["path"],
                 header_params={"Accept": "application/json", "Content-Type": "application/json"},
                 body=req.get("body"),
                 auth_settings=["BearerToken"],
-                _preload_content=False,
             )
-            status, data = resp[1], resp[0].data
+            resp = api.call_api(method, url, header_params=headers, body=body, post_params=post)
+            resp.read()
+            status, data = resp.status, resp.data
         except ApiException as e:
             status, data = e.status, e.body
         text = data.decode() if isinstance(data, bytes) else (data or "")
