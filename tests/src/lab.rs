@@ -852,7 +852,7 @@ impl LabCluster {
     ) -> Result<(), LabError> {
         let created = self.admin_request(node, "POST", collection, Some(obj))?;
         match created.status {
-            200 | 201 | 202 => return Ok(()),
+            200..=202 => return Ok(()),
             409 => {}
             status => {
                 return Err(LabError::Api {
