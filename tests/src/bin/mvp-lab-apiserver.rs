@@ -17,7 +17,10 @@ use test_support::labapi::surface::Surface;
 use test_support::labapi::types::{LabResponse, ResourceHandler, ResourceRequest};
 
 #[derive(Debug, Parser)]
-#[command(name = "mvp-lab-apiserver", about = "A kube-apiserver test double for the mvp lab")]
+#[command(
+    name = "mvp-lab-apiserver",
+    about = "A kube-apiserver test double for the mvp lab"
+)]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
@@ -121,7 +124,9 @@ fn emulated_version(cli: &Cli) -> anyhow::Result<EmulatedVersion> {
     let derived = name
         .strip_prefix("k8s-")
         .map(|v| v.split('-').next().unwrap_or(v))
-        .context("--emulated-version is required unless --discovery-dir is named k8s-<major>.<minor>")?;
+        .context(
+            "--emulated-version is required unless --discovery-dir is named k8s-<major>.<minor>",
+        )?;
     Ok(derived.parse()?)
 }
 
@@ -146,17 +151,17 @@ async fn main() -> anyhow::Result<()> {
     for r in &cli.add_resource {
         surface.add_resource(r)?;
     }
-    let requestheader = cli
-        .requestheader_client_ca_file
-        .clone()
-        .map(|client_ca| RequestHeaderConfig {
-            client_ca,
-            allowed_names: cli.requestheader_allowed_names.clone(),
-            username_headers: cli.requestheader_username_headers.clone(),
-            group_headers: cli.requestheader_group_headers.clone(),
-            uid_headers: cli.requestheader_uid_headers.clone(),
-            extra_headers_prefixes: cli.requestheader_extra_headers_prefix.clone(),
-        });
+    let requestheader =
+        cli.requestheader_client_ca_file
+            .clone()
+            .map(|client_ca| RequestHeaderConfig {
+                client_ca,
+                allowed_names: cli.requestheader_allowed_names.clone(),
+                username_headers: cli.requestheader_username_headers.clone(),
+                group_headers: cli.requestheader_group_headers.clone(),
+                uid_headers: cli.requestheader_uid_headers.clone(),
+                extra_headers_prefixes: cli.requestheader_extra_headers_prefix.clone(),
+            });
     let cfg = ServerConfig {
         bind: SocketAddr::new(cli.bind_address, cli.secure_port),
         advertise_address: cli.advertise_address,

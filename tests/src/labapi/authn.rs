@@ -283,7 +283,11 @@ impl Authenticator {
     }
 
     /// Authenticates one request from its TLS peer chain and headers.
-    pub fn authenticate(&self, chain: &[CertificateDer<'static>], headers: &http::HeaderMap) -> Authn {
+    pub fn authenticate(
+        &self,
+        chain: &[CertificateDer<'static>],
+        headers: &http::HeaderMap,
+    ) -> Authn {
         let mut failed = false;
         if !chain.is_empty() {
             if let Some((verifier, rh)) = &self.requestheader {

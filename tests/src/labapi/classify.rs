@@ -9,7 +9,10 @@ use super::types::Verb;
 pub enum RequestInfo {
     /// Anything that is not `/api/<v>/<...>` or `/apis/<g>/<v>/<...>`; `verb` is the
     /// lower-cased HTTP method, as kube-apiserver authorizes non-resource paths.
-    NonResource { path: String, verb: String },
+    NonResource {
+        path: String,
+        verb: String,
+    },
     Resource(ResourceInfo),
 }
 
@@ -182,9 +185,20 @@ mod tests {
 
     #[test]
     fn discovery_paths_are_non_resource() {
-        for p in ["/api", "/api/v1", "/apis", "/apis/apps", "/apis/apps/v1", "/version", "/foo"] {
+        for p in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/version",
+            "/foo",
+        ] {
             assert!(
-                matches!(classify(&Method::GET, p, None), RequestInfo::NonResource { .. }),
+                matches!(
+                    classify(&Method::GET, p, None),
+                    RequestInfo::NonResource { .. }
+                ),
                 "{p}"
             );
         }
@@ -194,43 +208,113 @@ mod tests {
     fn namespaced_and_cluster_scoped() {
         let r = res(Method::GET, "/api/v1/namespaces/fx/pods/p1/log", None);
         assert_eq!(
-            (r.group.as_str(), r.namespace.as_deref(), r.resource.as_str()),
+            (
+                r.group.as_str(),
+                r.namespace.as_deref(),
+                r.resource.as_str()
+            ),
             ("", Some("fx"), "pods")
         );
-        assert_eq!((r.name.as_deref(), r.subresource.as_deref()), (Some("p1"), Some("log")));
+        assert_eq!(
+            (r.name.as_deref(), r.subresource.as_deref()),
+            (Some("p1"), Some("log"))
+        );
         assert_eq!((r.verb.as_str(), r.lab_verb()), ("get", Verb::Get));
 
         let r = res(Method::GET, "/apis/apps/v1/deployments", None);
-        assert_eq!((r.group.as_str(), r.verb.as_str(), r.namespace), ("apps", "list", None));
+        assert_eq!(
+            (r.group.as_str(), r.verb.as_str(), r.namespace),
+            ("apps", "list", None)
+        );
 
         let r = res(Method::GET, "/api/v1/namespaces/fx", None);
-        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.namespace), ("namespaces", Some("fx"), Some("fx".to_string())));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_deref(), r.namespace),
+            ("namespaces", Some("fx"), Some("fx".to_string()))
+        );
         let r = res(Method::PUT, "/api/v1/namespaces/fx/finalize", None);
-        assert_eq!((r.subresource.as_deref(), r.verb.as_str()), (Some("finalize"), "update"));
+        assert_eq!(
+            (r.subresource.as_deref(), r.verb.as_str()),
+            (Some("finalize"), "update")
+        );
     }
 
     #[test]
     fn verbs() {
-        assert_eq!(res(Method::GET, "/api/v1/namespaces/fx/configmaps", Some("watch=true")).verb, "watch");
-        assert_eq!(res(Method::GET, "/api/v1/namespaces/fx/configmaps", Some("watch=1")).verb, "watch");
-        assert_eq!(res(Method::GET, "/api/v1/namespaces/fx/configmaps", Some("watch=false")).verb, "list");
+        assert_eq!(
+            res(
+                Method::GET,
+                "/api/v1/namespaces/fx/configmaps",
+                Some("watch=true")
+            )
+            .verb,
+            "watch"
+        );
+        assert_eq!(
+            res(
+                Method::GET,
+                "/api/v1/namespaces/fx/configmaps",
+                Some("watch=1")
+            )
+            .verb,
+            "watch"
+        );
+        assert_eq!(
+            res(
+                Method::GET,
+                "/api/v1/namespaces/fx/configmaps",
+                Some("watch=false")
+            )
+            .verb,
+            "list"
+        );
         let w = res(Method::GET, "/api/v1/watch/namespaces/fx/configmaps", None);
-        assert_eq!((w.verb.as_str(), w.lab_verb(), w.resource.as_str()), ("watch", Verb::Watch, "configmaps"));
-        assert_eq!(res(Method::DELETE, "/api/v1/namespaces/fx/configmaps", None).verb, "deletecollection");
-        assert_eq!(res(Method::DELETE, "/api/v1/namespaces/fx/configmaps/a", None).verb, "delete");
-        assert_eq!(res(Method::POST, "/api/v1/namespaces/fx/configmaps", None).verb, "create");
-        assert_eq!(res(Method::PATCH, "/api/v1/namespaces/fx/configmaps/a", None).verb, "patch");
-        let e = res(Method::POST, "/api/v1/namespaces/fx/pods/p/exec", Some("command=ls"));
+        assert_eq!(
+            (w.verb.as_str(), w.lab_verb(), w.resource.as_str()),
+            ("watch", Verb::Watch, "configmaps")
+        );
+        assert_eq!(
+            res(Method::DELETE, "/api/v1/namespaces/fx/configmaps", None).verb,
+            "deletecollection"
+        );
+        assert_eq!(
+            res(Method::DELETE, "/api/v1/namespaces/fx/configmaps/a", None).verb,
+            "delete"
+        );
+        assert_eq!(
+            res(Method::POST, "/api/v1/namespaces/fx/configmaps", None).verb,
+            "create"
+        );
+        assert_eq!(
+            res(Method::PATCH, "/api/v1/namespaces/fx/configmaps/a", None).verb,
+            "patch"
+        );
+        let e = res(
+            Method::POST,
+            "/api/v1/namespaces/fx/pods/p/exec",
+            Some("command=ls"),
+        );
         assert_eq!((e.verb.as_str(), e.lab_verb()), ("create", Verb::Connect));
         let e = res(Method::GET, "/api/v1/namespaces/fx/pods/p/exec", None);
         assert_eq!((e.verb.as_str(), e.lab_verb()), ("get", Verb::Connect));
-        let f = res(Method::GET, "/api/v1/namespaces/fx/configmaps", Some("fieldSelector=metadata.name%3Dcm-a"));
+        let f = res(
+            Method::GET,
+            "/api/v1/namespaces/fx/configmaps",
+            Some("fieldSelector=metadata.name%3Dcm-a"),
+        );
         assert_eq!((f.verb.as_str(), f.name.as_deref()), ("list", Some("cm-a")));
     }
 
     #[test]
     fn percent_decoding() {
-        let r = res(Method::GET, "/api/v1/namespaces/f%78/configmaps/a%2Eb", None);
-        assert_eq!((r.namespace.as_deref(), r.name.as_deref()), (Some("fx"), Some("a.b")));
+        let r = res(
+            Method::GET,
+            "/api/v1/namespaces/f%78/configmaps/a%2Eb",
+            None,
+        );
+        assert_eq!(
+            (r.namespace.as_deref(), r.name.as_deref()),
+            (Some("fx"), Some("a.b"))
+        );
     }
 }

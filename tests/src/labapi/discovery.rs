@@ -48,6 +48,7 @@ struct ServerAddress {
 struct ApiVersions {
     kind: &'static str,
     versions: Vec<&'static str>,
+    #[serde(rename = "serverAddressByClientCIDRs")]
     server_address_by_client_cidrs: Vec<ServerAddress>,
 }
 
@@ -208,7 +209,11 @@ impl Discovery {
 
     /// `/apis/<group>`.
     pub fn group(&self, name: &str) -> Option<ApiGroup> {
-        let g = self.surface.groups().iter().find(|g| g.metadata.name == name)?;
+        let g = self
+            .surface
+            .groups()
+            .iter()
+            .find(|g| g.metadata.name == name)?;
         Self::api_group(g, true)
     }
 
@@ -269,7 +274,12 @@ pub fn parse_accept(headers: &http::HeaderMap) -> Vec<MediaRange> {
             }
             let params = parts
                 .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                .map(|(k, v)| {
+                    (
+                        k.trim().to_ascii_lowercase(),
+                        v.trim().trim_matches('"').to_string(),
+                    )
+                })
                 .collect();
             Some(MediaRange { essence, params })
         })
@@ -282,7 +292,10 @@ pub fn negotiate(ranges: &[MediaRange], serve_v2beta1: bool) -> Option<Discovery
         return Some(DiscoveryFormat::Legacy);
     }
     for r in ranges {
-        let json_like = matches!(r.essence.as_str(), "application/json" | "application/*" | "*/*");
+        let json_like = matches!(
+            r.essence.as_str(),
+            "application/json" | "application/*" | "*/*"
+        );
         if !json_like {
             continue;
         }
@@ -321,11 +334,20 @@ mod tests {
         assert_eq!(negotiate(&accept("*/*"), false), Some(Legacy));
         assert_eq!(negotiate(&accept("application/json"), false), Some(Legacy));
         assert_eq!(negotiate(&accept(v2), false), Some(AggregatedV2));
-        assert_eq!(negotiate(&accept(&format!("{v2};profile=nopeer")), false), Some(AggregatedV2));
-        assert_eq!(negotiate(&accept(&format!("{v2},{b1},application/json")), true), Some(AggregatedV2));
+        assert_eq!(
+            negotiate(&accept(&format!("{v2};profile=nopeer")), false),
+            Some(AggregatedV2)
+        );
+        assert_eq!(
+            negotiate(&accept(&format!("{v2},{b1},application/json")), true),
+            Some(AggregatedV2)
+        );
         assert_eq!(negotiate(&accept(b1), false), None);
         assert_eq!(negotiate(&accept(b1), true), Some(AggregatedV2Beta1));
-        assert_eq!(negotiate(&accept(&format!("{b1},application/json")), false), Some(Legacy));
+        assert_eq!(
+            negotiate(&accept(&format!("{b1},application/json")), false),
+            Some(Legacy)
+        );
         assert_eq!(negotiate(&accept("application/xml"), false), None);
     }
 }

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod server;
 pub mod status;
 pub mod surface;
+pub mod testetcd;
 pub mod testpki;
 pub mod types;
 pub mod wire;

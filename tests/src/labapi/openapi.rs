@@ -99,13 +99,20 @@ impl OpenApi {
         for g in surface.all_groups() {
             let group = g.metadata.name.as_str();
             if !group.is_empty() {
-                docs.insert(format!("apis/{group}"), doc(info_version, Default::default()));
+                docs.insert(
+                    format!("apis/{group}"),
+                    doc(info_version, Default::default()),
+                );
             }
             for v in &g.versions {
                 let mut schemas = serde_json::Map::new();
                 schemas.insert(OBJECT_META.into(), object_meta_schema());
                 for r in &v.resources {
-                    let kind = r.response_kind.as_ref().map(|k| k.kind.as_str()).unwrap_or("");
+                    let kind = r
+                        .response_kind
+                        .as_ref()
+                        .map(|k| k.kind.as_str())
+                        .unwrap_or("");
                     if kind.is_empty() {
                         continue;
                     }

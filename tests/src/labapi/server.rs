@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::authn::{Authn, AuthnConfig, AuthnError, Authenticator};
+use super::authn::{Authenticator, Authn, AuthnConfig, AuthnError};
 use super::classify::{RequestInfo, ResourceInfo, classify};
 use super::discovery::{Discovery, DiscoveryFormat, negotiate, parse_accept};
 use super::openapi::OpenApi;
@@ -141,7 +141,10 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     })
 }
 
-fn tls_config(cfg: &ServerConfig, authn: &Authenticator) -> Result<rustls::ServerConfig, ServerError> {
+fn tls_config(
+    cfg: &ServerConfig,
+    authn: &Authenticator,
+) -> Result<rustls::ServerConfig, ServerError> {
     let cert_pem = read_file(&cfg.tls_cert_file)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -201,11 +204,13 @@ impl LabServer {
             addr: cfg.bind,
             source,
         })?;
-        let advertise_ip = cfg.advertise_address.unwrap_or(if local.ip().is_unspecified() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            local.ip()
-        });
+        let advertise_ip = cfg
+            .advertise_address
+            .unwrap_or(if local.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                local.ip()
+            });
         let advertise = SocketAddr::new(advertise_ip, local.port()).to_string();
         let audit = cfg
             .audit_log
@@ -339,7 +344,11 @@ fn json_response(code: http::StatusCode, body: Vec<u8>) -> LabResponse {
 const PF_FLOWSCHEMA_UID: &str = "6e1f0a3c-5c1d-4b8e-9a1e-1a2b3c4d5e6f";
 const PF_PRIORITYLEVEL_UID: &str = "7f2e1b4d-6d2e-4c9f-8b2f-2b3c4d5e6f70";
 
-async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: http::Request<Incoming>) -> LabResponse {
+async fn handle(
+    state: Arc<State>,
+    conn: Arc<ConnInfo>,
+    req: http::Request<Incoming>,
+) -> LabResponse {
     let audit_id = uuid4();
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -350,7 +359,10 @@ async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: http::Request<Incom
     let info = classify(&method, uri.path(), uri.query());
     let authn = state.authn.authenticate(&conn.certs, req.headers());
     let (mut resp, identity) = match authn {
-        Authn::Unauthorized => (Status::unauthorized().response_with(wants_pretty(req.headers(), uri.query())), None),
+        Authn::Unauthorized => (
+            Status::unauthorized().response_with(wants_pretty(req.headers(), uri.query())),
+            None,
+        ),
         Authn::User(id) => {
             let resp = serve(&state, &id, &info, req).await;
             (resp, Some(id))
@@ -358,7 +370,10 @@ async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: http::Request<Incom
     };
     let code = resp.status().as_u16();
     let headers = resp.headers_mut();
-    headers.insert("audit-id", audit_id.parse().expect("uuid is a header value"));
+    headers.insert(
+        "audit-id",
+        audit_id.parse().expect("uuid is a header value"),
+    );
     if !headers.contains_key(http::header::CACHE_CONTROL) {
         headers.insert(
             http::header::CACHE_CONTROL,
@@ -376,7 +391,15 @@ async fn handle(state: Arc<State>, conn: Arc<ConnInfo>, req: http::Request<Incom
             http::HeaderValue::from_static(PF_PRIORITYLEVEL_UID),
         );
     }
-    audit(&state, &audit_id, &info, &path_and_query, identity.as_ref(), conn.peer, code);
+    audit(
+        &state,
+        &audit_id,
+        &info,
+        &path_and_query,
+        identity.as_ref(),
+        conn.peer,
+        code,
+    );
     resp
 }
 
@@ -488,7 +511,12 @@ fn authorized(state: &State, id: &Identity, info: &RequestInfo) -> bool {
     true
 }
 
-async fn serve(state: &State, id: &Identity, info: &RequestInfo, req: http::Request<Incoming>) -> LabResponse {
+async fn serve(
+    state: &State,
+    id: &Identity,
+    info: &RequestInfo,
+    req: http::Request<Incoming>,
+) -> LabResponse {
     let pretty = wants_pretty(req.headers(), req.uri().query());
     if !authorized(state, id, info) {
         return forbidden(id, info).response_with(pretty);
@@ -499,7 +527,12 @@ async fn serve(state: &State, id: &Identity, info: &RequestInfo, req: http::Requ
     }
 }
 
-fn serve_non_resource(state: &State, path: &str, req: &http::Request<Incoming>, pretty: bool) -> LabResponse {
+fn serve_non_resource(
+    state: &State,
+    path: &str,
+    req: &http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         // Discovery, health and version only answer GET; Go's mux answers others 404 here.
         return text_not_found();
@@ -520,7 +553,9 @@ fn serve_non_resource(state: &State, path: &str, req: &http::Request<Incoming>, 
         },
         ["apis", group, version] => match d.resource_list(group, version, pretty) {
             Some(body) => json_response(http::StatusCode::OK, body),
-            None if d.surface.group(group).is_some() => Status::path_not_found().response_with(pretty),
+            None if d.surface.group(group).is_some() => {
+                Status::path_not_found().response_with(pretty)
+            }
             None => text_not_found(),
         },
         ["version"] => json_response(http::StatusCode::OK, state.version_body.clone()),
@@ -535,7 +570,10 @@ fn health(endpoint: &str, rest: &[&str], query: Option<&str>) -> LabResponse {
     const CHECKS: [&str; 3] = ["ping", "log", "shutdown"];
     match rest {
         [] => {
-            let verbose = query.is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+            let verbose = query.is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
+            });
             if verbose {
                 let mut body = String::new();
                 for c in CHECKS {
@@ -552,7 +590,12 @@ fn health(endpoint: &str, rest: &[&str], query: Option<&str>) -> LabResponse {
     }
 }
 
-fn discovery_root(state: &State, req: &http::Request<Incoming>, pretty: bool, core: bool) -> LabResponse {
+fn discovery_root(
+    state: &State,
+    req: &http::Request<Incoming>,
+    pretty: bool,
+    core: bool,
+) -> LabResponse {
     let d = &state.discovery;
     let ranges = parse_accept(req.headers());
     let Some(format) = negotiate(&ranges, state.version.serves_v2beta1()) else {
@@ -611,7 +654,9 @@ fn discovery_root(state: &State, req: &http::Request<Incoming>, pretty: bool, co
         .status(http::StatusCode::OK)
         .header(
             http::header::CONTENT_TYPE,
-            format!("application/json;g=apidiscovery.k8s.io;v={api_version};as=APIGroupDiscoveryList"),
+            format!(
+                "application/json;g=apidiscovery.k8s.io;v={api_version};as=APIGroupDiscoveryList"
+            ),
         )
         .body(full(body))
         .expect("valid response")
@@ -639,6 +684,20 @@ fn openapi(state: &State, rel: &str, req: &http::Request<Incoming>) -> LabRespon
         .into_iter()
         .flat_map(|q| q.split('&'))
         .any(|kv| kv == format!("hash={}", doc.hash));
+    let not_modified = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    if not_modified {
+        // Recorded: the 304 repeats etag and vary only.
+        return http::Response::builder()
+            .status(http::StatusCode::NOT_MODIFIED)
+            .header(http::header::ETAG, etag.as_str())
+            .header(http::header::VARY, "Accept")
+            .body(full(Bytes::new()))
+            .expect("valid response");
+    }
     let mut builder = http::Response::builder()
         .header(http::header::ACCEPT_RANGES, "bytes")
         .header(http::header::ETAG, etag.as_str())
@@ -651,17 +710,6 @@ fn openapi(state: &State, rel: &str, req: &http::Request<Incoming>) -> LabRespon
                 http::header::EXPIRES,
                 http_date(SystemTime::now() + Duration::from_secs(365 * 24 * 3600)),
             );
-    }
-    let not_modified = req
-        .headers()
-        .get(http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
-    if not_modified {
-        return builder
-            .status(http::StatusCode::NOT_MODIFIED)
-            .body(full(Bytes::new()))
-            .expect("valid response");
     }
     builder
         .status(http::StatusCode::OK)
@@ -678,7 +726,11 @@ fn resource_accept_ok(headers: &http::HeaderMap) -> bool {
         || ranges.iter().any(|r| {
             matches!(
                 r.essence.as_str(),
-                "application/json" | "application/yaml" | "application/vnd.kubernetes.protobuf" | "*/*" | "application/*"
+                "application/json"
+                    | "application/yaml"
+                    | "application/vnd.kubernetes.protobuf"
+                    | "*/*"
+                    | "application/*"
             )
         })
 }
@@ -713,10 +765,12 @@ async fn serve_resource(
     }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
-        Some(sub) => match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
-            Some(v) => v,
-            None => return not_found(),
-        },
+        Some(sub) => {
+            match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
+                Some(v) => v,
+                None => return not_found(),
+            }
+        }
     };
     let verb_ok = verbs.iter().any(|v| *v == info.verb)
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
@@ -734,7 +788,10 @@ async fn serve_resource(
         .with_details(json!({}))
         .response_with(true);
     }
-    if meta.group == "authentication.k8s.io" && meta.resource == "selfsubjectreviews" && info.subresource.is_none() {
+    if meta.group == "authentication.k8s.io"
+        && meta.resource == "selfsubjectreviews"
+        && info.subresource.is_none()
+    {
         return self_subject_review(id, &meta.api_version(), req, pretty).await;
     }
     let request = ResourceRequest {
@@ -758,7 +815,8 @@ async fn self_subject_review(
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Status::new(400, "BadRequest", format!("reading request body: {e}")).response_with(pretty);
+            return Status::new(400, "BadRequest", format!("reading request body: {e}"))
+                .response_with(pretty);
         }
     };
     if !body.is_empty() {
@@ -818,7 +876,11 @@ mod tests {
             forbidden(&anon, &info).to_value(),
             json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"fx\"","reason":"Forbidden","details":{"kind":"configmaps"},"code":403})
         );
-        let info = classify(&http::Method::POST, "/apis/authentication.k8s.io/v1/selfsubjectreviews", None);
+        let info = classify(
+            &http::Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            None,
+        );
         assert_eq!(
             forbidden(&anon, &info).message,
             "selfsubjectreviews.authentication.k8s.io is forbidden: User \"system:anonymous\" cannot create resource \"selfsubjectreviews\" in API group \"authentication.k8s.io\" at the cluster scope"

@@ -82,7 +82,10 @@ pub struct ResourceDiscovery {
 
 impl ResourceDiscovery {
     fn kind(&self) -> &str {
-        self.response_kind.as_ref().map(|k| k.kind.as_str()).unwrap_or("")
+        self.response_kind
+            .as_ref()
+            .map(|k| k.kind.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -173,9 +176,24 @@ pub struct Surface {
 /// serves it (the hash names the storage group/version/kind).
 const STORAGE_OVERRIDES: &[(&str, &str, &str, &str)] = &[
     ("events.k8s.io", "events", "", "v1"),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "apiextensions.k8s.io", "v1beta1"),
-    ("admissionregistration.k8s.io", "mutatingadmissionpolicies", "admissionregistration.k8s.io", "v1beta1"),
-    ("admissionregistration.k8s.io", "mutatingadmissionpolicybindings", "admissionregistration.k8s.io", "v1beta1"),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "apiextensions.k8s.io",
+        "v1beta1",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+        "admissionregistration.k8s.io",
+        "v1beta1",
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+        "admissionregistration.k8s.io",
+        "v1beta1",
+    ),
 ];
 
 /// kube-apiserver's `StorageVersionHash`: base64 of the first 8 bytes of
@@ -408,7 +426,11 @@ impl Surface {
             kind: r.kind().to_string(),
             namespaced: r.scope == "Namespaced",
             verbs: r.verbs.clone(),
-            subresources: r.subresources.iter().map(|s| s.subresource.clone()).collect(),
+            subresources: r
+                .subresources
+                .iter()
+                .map(|s| s.subresource.clone())
+                .collect(),
         })
     }
 
@@ -489,7 +511,12 @@ fn core_from_legacy(resources: &[ApiResource]) -> VersionDiscovery {
             None => out.push(ResourceDiscovery {
                 resource: r.name.clone(),
                 response_kind: Some(gvk),
-                scope: if r.namespaced { "Namespaced" } else { "Cluster" }.into(),
+                scope: if r.namespaced {
+                    "Namespaced"
+                } else {
+                    "Cluster"
+                }
+                .into(),
                 singular_resource: r.singular_name.clone(),
                 verbs: r.verbs.clone(),
                 short_names: r.short_names.clone(),
@@ -526,7 +553,10 @@ mod tests {
 
     #[test]
     fn split_gv_accepts_core_spellings() {
-        assert_eq!(split_gv("f", "core/v1/pods", 3).unwrap(), ["", "v1", "pods"]);
+        assert_eq!(
+            split_gv("f", "core/v1/pods", 3).unwrap(),
+            ["", "v1", "pods"]
+        );
         assert_eq!(split_gv("f", "/v1/pods", 3).unwrap(), ["", "v1", "pods"]);
         assert_eq!(split_gv("f", "v1/pods", 3).unwrap(), ["", "v1", "pods"]);
         assert_eq!(split_gv("f", "apps/v1", 2).unwrap(), ["apps", "v1"]);
@@ -538,6 +568,9 @@ mod tests {
     fn storage_hash_matches_kube() {
         // Values from the recorded /api/v1 and /apis/apps/v1 documents.
         assert_eq!(storage_version_hash("", "v1", "ConfigMap"), "qFsyl6wFWjQ=");
-        assert_eq!(storage_version_hash("apps", "v1", "Deployment"), "8aSe+NMegvE=");
+        assert_eq!(
+            storage_version_hash("apps", "v1", "Deployment"),
+            "8aSe+NMegvE="
+        );
     }
 }

@@ -25,10 +25,12 @@ pub fn wants_pretty(headers: &http::HeaderMap, query: Option<&str>) -> bool {
     let by_agent = ["curl", "Wget", "Mozilla/5.0"]
         .iter()
         .any(|p| ua.starts_with(p));
-    let by_param = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .any(|kv| matches!(kv, "pretty=true" | "pretty=1" | "pretty=True" | "pretty=TRUE" | "pretty=t"));
+    let by_param = query.into_iter().flat_map(|q| q.split('&')).any(|kv| {
+        matches!(
+            kv,
+            "pretty=true" | "pretty=1" | "pretty=True" | "pretty=TRUE" | "pretty=t"
+        )
+    });
     by_agent || by_param
 }
 
@@ -48,7 +50,10 @@ fn civil(days: i64) -> (i64, u32, u32) {
 }
 
 fn split(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, i64) {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400) as u64;
     let (y, m, d) = civil(days);
@@ -82,7 +87,14 @@ pub fn uuid4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
