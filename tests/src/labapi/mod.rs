@@ -9,15 +9,15 @@
 //! - [`server`]: TLS, [`authn`], authorization, [`classify`], [`discovery`], [`openapi`],
 //!   version, health, SelfSubjectReview, audit log.
 //! - [`testpki`]: a minimal rcgen PKI (server, client CA, front-proxy CA) for tests.
-//! - the storage (etcd CRUD, watch, patch, exec) lives in its own modules.
+//! - [`store`]: the storage (etcd CRUD, watch, patch; exec in its own module).
 pub mod authn;
 pub mod classify;
 pub mod discovery;
 pub mod openapi;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod surface;
-pub mod testetcd;
 pub mod testpki;
 pub mod types;
 pub mod wire;
