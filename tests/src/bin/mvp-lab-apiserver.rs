@@ -1,1 +1,171 @@
-fn main() {}
+//! `mvp-lab-apiserver`: a kube-apiserver test double with real wire semantics, for
+//! emulating mixed-version control planes. Flags use kube-apiserver's names where one
+//! exists; `--discovery-dir`, `--emulated-version` and the surface-reshaping flags are
+//! lab-specific.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use test_support::labapi::authn::{AuthnConfig, RequestHeaderConfig};
+use test_support::labapi::server::{EmulatedVersion, LabServer, ServerConfig};
+use test_support::labapi::store::Store;
+use test_support::labapi::surface::Surface;
+use test_support::labapi::types::ResourceHandler;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mvp-lab-apiserver",
+    about = "A kube-apiserver test double for the mvp lab"
+)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Port to serve HTTPS on (0 = any free port; the chosen one is logged).
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Address advertised in /api's serverAddressByClientCIDRs.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    #[arg(long)]
+    tls_cert_file: PathBuf,
+    #[arg(long)]
+    tls_private_key_file: PathBuf,
+    /// CA bundle for x509 client-certificate authentication (CN = user, O = groups).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// CA bundle for front-proxy (request-header) client certificates.
+    #[arg(long)]
+    requestheader_client_ca_file: Option<PathBuf>,
+    /// Allowed front-proxy certificate CNs (empty: any from the requestheader CA).
+    #[arg(long, value_delimiter = ',')]
+    requestheader_allowed_names: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
+    requestheader_username_headers: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
+    requestheader_group_headers: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
+    requestheader_uid_headers: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
+    requestheader_extra_headers_prefix: Vec<String>,
+    /// Static tokens: CSV `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    anonymous_auth: bool,
+    /// etcd endpoints for the storage layer (comma list).
+    #[arg(long, value_delimiter = ',', required = true)]
+    etcd_servers: Vec<String>,
+    #[arg(long, default_value = "/registry")]
+    etcd_prefix: String,
+    /// JSON-lines audit log: one line per request (time, verb, path, user, groups,
+    /// sourceAddress, code).
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// Folder holding aggregated_v2.json and api__v1.json (e.g. fixtures/discovery/k8s-1.33).
+    #[arg(long)]
+    discovery_dir: PathBuf,
+    /// Release to claim, e.g. 1.33.4 (default: from a `k8s-<major>.<minor>` folder name).
+    #[arg(long)]
+    emulated_version: Option<String>,
+    /// Drop a group/version (`apps/v1`; core as `core/v1`). Repeatable.
+    #[arg(long)]
+    remove_group_version: Vec<String>,
+    /// Drop a resource (`apps/v1/deployments`). Repeatable.
+    #[arg(long)]
+    remove_resource: Vec<String>,
+    /// Add a CRD-like resource: `g/v/r=Kind[,namespaced|cluster][,status]`. Repeatable.
+    #[arg(long)]
+    add_resource: Vec<String>,
+    /// Lab-only: users that authenticate but are authorized for discovery and self-reviews
+    /// only, like a user without RBAC bindings. Repeatable.
+    #[arg(long)]
+    unprivileged_user: Vec<String>,
+}
+
+fn emulated_version(cli: &Cli) -> anyhow::Result<EmulatedVersion> {
+    if let Some(v) = &cli.emulated_version {
+        return Ok(v.parse()?);
+    }
+    let name = cli
+        .discovery_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let derived = name
+        .strip_prefix("k8s-")
+        .map(|v| v.split('-').next().unwrap_or(v))
+        .context(
+            "--emulated-version is required unless --discovery-dir is named k8s-<major>.<minor>",
+        )?;
+    Ok(derived.parse()?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let version = emulated_version(&cli)?;
+    let mut surface = Surface::load(&cli.discovery_dir)?;
+    for gv in &cli.remove_group_version {
+        surface.remove_group_version(gv)?;
+    }
+    for r in &cli.remove_resource {
+        surface.remove_resource(r)?;
+    }
+    for r in &cli.add_resource {
+        surface.add_resource(r)?;
+    }
+    let requestheader =
+        cli.requestheader_client_ca_file
+            .clone()
+            .map(|client_ca| RequestHeaderConfig {
+                client_ca,
+                allowed_names: cli.requestheader_allowed_names.clone(),
+                username_headers: cli.requestheader_username_headers.clone(),
+                group_headers: cli.requestheader_group_headers.clone(),
+                uid_headers: cli.requestheader_uid_headers.clone(),
+                extra_headers_prefixes: cli.requestheader_extra_headers_prefix.clone(),
+            });
+    let cfg = ServerConfig {
+        bind: SocketAddr::new(cli.bind_address, cli.secure_port),
+        advertise_address: cli.advertise_address,
+        tls_cert_file: cli.tls_cert_file.clone(),
+        tls_private_key_file: cli.tls_private_key_file.clone(),
+        authn: AuthnConfig {
+            client_ca: cli.client_ca_file.clone(),
+            requestheader,
+            token_file: cli.token_auth_file.clone(),
+            anonymous: cli.anonymous_auth,
+        },
+        audit_log: cli.audit_log_path.clone(),
+        surface,
+        version,
+        unprivileged_users: cli.unprivileged_user.clone(),
+    };
+    let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
+        .await
+        .with_context(|| format!("connecting to etcd at {:?}", cli.etcd_servers))?;
+    let handler: Arc<dyn ResourceHandler> = Arc::new(store);
+    let server = LabServer::bind(cfg, handler).await?;
+    let addr = server.local_addr()?;
+    // Tests and scripts wait for this line to learn the port.
+    tracing::info!(%addr, "serving securely");
+    eprintln!("mvp-lab-apiserver listening on {addr}");
+    server
+        .serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    Ok(())
+}

@@ -191,7 +191,7 @@ impl Store {
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
-            (Verb::Connect, Some("exec" | "attach")) => return connect_exec(req, http).await,
+            (Verb::Connect, Some("exec" | "attach")) => return self.connect_exec(req, http).await,
             (Verb::Get, Some("log")) => return self.log(&req, &query, out).await,
             _ if is_watch => return watch::watch(self, &req, &query, out).await,
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
@@ -905,22 +905,70 @@ impl ResourceHandler for Store {
     }
 }
 
-/// pods/exec and pods/attach belong to the `exec` module (engineer "exec").
-// TODO(merge exec): replace the body with `super::exec::serve(req, http).await` once the
-// `exec` branch (tests/src/labapi/exec.rs) is merged. This is the single call site.
-async fn connect_exec(
-    req: ResourceRequest,
-    _http: http::Request<hyper::body::Incoming>,
-) -> LabResponse {
-    Status::new(
-        501,
-        "NotImplemented",
-        format!(
-            "pods/{} is served by the lab's exec module, which this build does not include",
-            req.subresource.unwrap_or_default()
-        ),
-    )
-    .response()
+impl Store {
+    /// pods/exec and pods/attach: the pod must exist and the container be one of its own (or
+    /// the only one), as kube-apiserver checks; then the exec module takes the upgrade.
+    async fn connect_exec(
+        &self,
+        req: ResourceRequest,
+        http: http::Request<hyper::body::Incoming>,
+    ) -> LabResponse {
+        let name = match required_name(&req) {
+            Ok(name) => name.to_string(),
+            Err(s) => return s.response(),
+        };
+        let key = self.object_key(&req.meta, req.namespace.as_deref(), &name);
+        let pod = match self.read(&req.meta, &key).await {
+            Ok(Some(cur)) => cur.obj,
+            Ok(None) => return not_found(&req.meta, &name).response(),
+            Err(s) => return s.response(),
+        };
+        let container = Query::parse(http.uri().query())
+            .get("container")
+            .map(str::to_string);
+        if let Err(s) = check_container(&pod, &name, container.as_deref()) {
+            return s.response();
+        }
+        super::exec::serve(req, http).await
+    }
+}
+
+/// kube-apiserver's container check for pods/exec and pods/attach.
+fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiResult<()> {
+    let names = |field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = names("containers");
+    match container.filter(|c| !c.is_empty()) {
+        None if containers.len() > 1 => Err(Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                containers.join(" ")
+            ),
+        )),
+        None => Ok(()),
+        Some(c)
+            if containers.iter().any(|n| n == c)
+                || names("initContainers").iter().any(|n| n == c)
+                || names("ephemeralContainers").iter().any(|n| n == c) =>
+        {
+            Ok(())
+        }
+        Some(c) => Err(Status::new(
+            400,
+            "BadRequest",
+            format!("container {c} is not valid for pod {pod_name}"),
+        )),
+    }
 }
 
 /// Patch formats by Content-Type.

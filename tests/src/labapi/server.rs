@@ -1,0 +1,889 @@
+//! The lab apiserver's HTTP layer: TLS (h2 + http/1.1), authentication, authorization,
+//! request classification, discovery, OpenAPI, version, health, SelfSubjectReview and the
+//! audit log. Resource requests that pass all of that go to the storage layer through
+//! [`ResourceHandler`].
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::authn::{Authenticator, Authn, AuthnConfig, AuthnError};
+use super::classify::{RequestInfo, ResourceInfo, classify};
+use super::discovery::{Discovery, DiscoveryFormat, negotiate, parse_accept};
+use super::openapi::OpenApi;
+use super::status::{Status, qualified};
+use super::surface::Surface;
+use super::types::{Identity, LabResponse, ResourceHandler, ResourceRequest, full};
+use super::wire::{http_date, json_bytes, rfc3339, uuid4, wants_pretty};
+
+/// Failures starting the server (configuration, files, sockets); requests never fail this way.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Pem { path: PathBuf, why: String },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Authn(#[from] AuthnError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("opening audit log {path}: {source}")]
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid --emulated-version {0:?}: expected <major>.<minor>[.<patch>]")]
+    Version(String),
+}
+
+/// The release the server claims to be (`/version`, OpenAPI `info.version`, and whether
+/// `apidiscovery.k8s.io/v2beta1` is still served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmulatedVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl std::str::FromStr for EmulatedVersion {
+    type Err = ServerError;
+    fn from_str(s: &str) -> Result<Self, ServerError> {
+        let bad = || ServerError::Version(s.to_string());
+        let t = s.trim_start_matches('v');
+        let mut it = t.split('.');
+        let major = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let minor = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let patch = match it.next() {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None => 0,
+        };
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(EmulatedVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+}
+
+impl EmulatedVersion {
+    /// `apidiscovery.k8s.io/v2beta1` stopped being served by default in 1.33 (feature gate
+    /// AggregatedDiscoveryRemoveBetaType, beta and on in 1.33, locked in 1.35; the recorded
+    /// 1.36 server answers 406), so only emulated releases before 1.33 serve it.
+    pub fn serves_v2beta1(&self) -> bool {
+        (self.major, self.minor) < (1, 33)
+    }
+}
+
+/// Everything the server needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Address written into `/api`'s `serverAddressByClientCIDRs` (port added); `None`:
+    /// the bound address, or 127.0.0.1 when bound to an unspecified address.
+    pub advertise_address: Option<std::net::IpAddr>,
+    pub tls_cert_file: PathBuf,
+    pub tls_private_key_file: PathBuf,
+    pub authn: AuthnConfig,
+    pub audit_log: Option<PathBuf>,
+    pub surface: Surface,
+    pub version: EmulatedVersion,
+    /// Users that authenticate but may only use discovery and self reviews, like a user with
+    /// no RBAC bindings (the recorded `alice`).
+    pub unprivileged_users: Vec<String>,
+}
+
+struct State {
+    discovery: Discovery,
+    openapi: OpenApi,
+    authn: Authenticator,
+    audit: Option<parking_lot::Mutex<std::fs::File>>,
+    handler: Arc<dyn ResourceHandler>,
+    version_body: Vec<u8>,
+    started: SystemTime,
+    version: EmulatedVersion,
+    unprivileged_users: Vec<String>,
+}
+
+/// A bound, not yet serving, lab apiserver.
+pub struct LabServer {
+    state: Arc<State>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|source| ServerError::Read {
+        path: path.clone(),
+        source,
+    })
+}
+
+fn tls_config(
+    cfg: &ServerConfig,
+    authn: &Authenticator,
+) -> Result<rustls::ServerConfig, ServerError> {
+    let cert_pem = read_file(&cfg.tls_cert_file)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Pem {
+            path: cfg.tls_cert_file.clone(),
+            why: e.to_string(),
+        })?;
+    let key_pem = read_file(&cfg.tls_private_key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
+        path: cfg.tls_private_key_file.clone(),
+        why: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(authn.tls_verifier()?)
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+fn version_body(v: &EmulatedVersion) -> Vec<u8> {
+    let value = json!({
+        "major": v.major.to_string(),
+        "minor": v.minor.to_string(),
+        "emulationMajor": v.major.to_string(),
+        "emulationMinor": v.minor.to_string(),
+        "minCompatibilityMajor": v.major.to_string(),
+        "minCompatibilityMinor": v.minor.saturating_sub(1).to_string(),
+        "gitVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "go1.26.4",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    });
+    // kube-apiserver always indents /version and adds no trailing newline.
+    json_bytes(&value, true)
+}
+
+impl LabServer {
+    /// Reads certificates, binds the port and prepares every document.
+    pub async fn bind(
+        cfg: ServerConfig,
+        handler: Arc<dyn ResourceHandler>,
+    ) -> Result<LabServer, ServerError> {
+        let authn = Authenticator::new(&cfg.authn)?;
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&cfg, &authn)?));
+        let listener = TcpListener::bind(cfg.bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let advertise_ip = cfg
+            .advertise_address
+            .unwrap_or(if local.ip().is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                local.ip()
+            });
+        let advertise = SocketAddr::new(advertise_ip, local.port()).to_string();
+        let audit = cfg
+            .audit_log
+            .as_ref()
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(parking_lot::Mutex::new)
+                    .map_err(|source| ServerError::Audit {
+                        path: path.clone(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        let openapi = OpenApi::new(
+            &cfg.surface,
+            &format!("{}.{}", cfg.version.major, cfg.version.minor),
+        );
+        let state = State {
+            discovery: Discovery::new(cfg.surface, advertise, cfg.version.serves_v2beta1()),
+            openapi,
+            authn,
+            audit,
+            handler,
+            version_body: version_body(&cfg.version),
+            started: SystemTime::now(),
+            version: cfg.version,
+            unprivileged_users: cfg.unprivileged_users,
+        };
+        Ok(LabServer {
+            state: Arc::new(state),
+            listener,
+            acceptor,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                accepted = self.listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Transient (e.g. EMFILE): keep serving the other connections.
+                            tracing::warn!(error = %e, "accept failed");
+                            continue;
+                        }
+                    };
+                    let state = self.state.clone();
+                    let acceptor = self.acceptor.clone();
+                    tokio::spawn(serve_connection(state, acceptor, tcp, peer));
+                }
+            }
+        }
+    }
+}
+
+struct ConnInfo {
+    peer: SocketAddr,
+    certs: Vec<CertificateDer<'static>>,
+}
+
+async fn serve_connection(
+    state: Arc<State>,
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let certs = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let conn = Arc::new(ConnInfo { peer, certs });
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// `404 page not found`, Go's plain-text NotFound for paths nothing serves.
+fn text_not_found() -> LabResponse {
+    text_response(http::StatusCode::NOT_FOUND, "404 page not found\n")
+}
+
+fn text_response(code: http::StatusCode, body: impl Into<Bytes>) -> LabResponse {
+    http::Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("x-content-type-options", "nosniff")
+        .body(full(body))
+        .expect("valid response")
+}
+
+fn json_response(code: http::StatusCode, body: Vec<u8>) -> LabResponse {
+    http::Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid response")
+}
+
+/// Flow-schema/priority-level uids kube-apiserver's priority-and-fairness filter adds to
+/// every authenticated response (fixed: the lab has one exempt flow).
+const PF_FLOWSCHEMA_UID: &str = "6e1f0a3c-5c1d-4b8e-9a1e-1a2b3c4d5e6f";
+const PF_PRIORITYLEVEL_UID: &str = "7f2e1b4d-6d2e-4c9f-8b2f-2b3c4d5e6f70";
+
+async fn handle(
+    state: Arc<State>,
+    conn: Arc<ConnInfo>,
+    req: http::Request<Incoming>,
+) -> LabResponse {
+    let audit_id = uuid4();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let path_and_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let info = classify(&method, uri.path(), uri.query());
+    let authn = state.authn.authenticate(&conn.certs, req.headers());
+    let (mut resp, identity) = match authn {
+        Authn::Unauthorized => (
+            Status::unauthorized().response_with(wants_pretty(req.headers(), uri.query())),
+            None,
+        ),
+        Authn::User(id) => {
+            let resp = serve(&state, &id, &info, req).await;
+            (resp, Some(id))
+        }
+    };
+    let code = resp.status().as_u16();
+    let headers = resp.headers_mut();
+    headers.insert(
+        "audit-id",
+        audit_id.parse().expect("uuid is a header value"),
+    );
+    if !headers.contains_key(http::header::CACHE_CONTROL) {
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache, private"),
+        );
+    }
+    // Authentication runs before priority and fairness, so 401s carry no pf headers.
+    if identity.is_some() {
+        headers.insert(
+            "x-kubernetes-pf-flowschema-uid",
+            http::HeaderValue::from_static(PF_FLOWSCHEMA_UID),
+        );
+        headers.insert(
+            "x-kubernetes-pf-prioritylevel-uid",
+            http::HeaderValue::from_static(PF_PRIORITYLEVEL_UID),
+        );
+    }
+    audit(
+        &state,
+        &audit_id,
+        &info,
+        &path_and_query,
+        identity.as_ref(),
+        conn.peer,
+        code,
+    );
+    resp
+}
+
+fn audit(
+    state: &State,
+    audit_id: &str,
+    info: &RequestInfo,
+    path: &str,
+    identity: Option<&Identity>,
+    peer: SocketAddr,
+    code: u16,
+) {
+    let Some(file) = &state.audit else { return };
+    let verb = match info {
+        RequestInfo::NonResource { verb, .. } => verb.as_str(),
+        RequestInfo::Resource(r) => r.verb.as_str(),
+    };
+    let line = json!({
+        "time": rfc3339(SystemTime::now()),
+        "auditID": audit_id,
+        "verb": verb,
+        "path": path,
+        "user": identity.map(|i| i.user.as_str()),
+        "uid": identity.map(|i| i.uid.as_str()),
+        "groups": identity.map(|i| i.groups.clone()).unwrap_or_default(),
+        "sourceAddress": peer.to_string(),
+        "code": code,
+    });
+    let mut bytes = serde_json::to_vec(&line).expect("serialises");
+    bytes.push(b'\n');
+    // One write per line so concurrent requests never interleave within a line.
+    if let Err(e) = file.lock().write_all(&bytes) {
+        tracing::warn!(error = %e, "audit log write failed");
+    }
+}
+
+/// Non-resource paths kube-apiserver's `system:public-info-viewer` opens to everyone.
+const PUBLIC_PATHS: [&str; 5] = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
+/// Non-resource paths `system:discovery` and `system:basic-user` open to every
+/// authenticated user.
+fn is_discovery_path(p: &str) -> bool {
+    PUBLIC_PATHS.contains(&p)
+        || ["/api", "/apis", "/openapi", "/healthz", "/livez", "/readyz"]
+            .iter()
+            .any(|prefix| p == *prefix || p.starts_with(&format!("{prefix}/")))
+}
+
+fn is_self_review(r: &ResourceInfo) -> bool {
+    r.verb == "create"
+        && matches!(
+            (r.group.as_str(), r.resource.as_str()),
+            ("authentication.k8s.io", "selfsubjectreviews")
+                | ("authorization.k8s.io", "selfsubjectaccessreviews")
+                | ("authorization.k8s.io", "selfsubjectrulesreviews")
+        )
+}
+
+/// kube-apiserver's Forbidden Status for a denied request.
+fn forbidden(id: &Identity, info: &RequestInfo) -> Status {
+    match info {
+        RequestInfo::NonResource { path, verb } => Status::new(
+            403,
+            "Forbidden",
+            format!("forbidden: User {:?} cannot {verb} path {path:?}", id.user),
+        )
+        .with_details(json!({})),
+        RequestInfo::Resource(r) => {
+            let mut resource = r.resource.clone();
+            if let Some(sub) = &r.subresource {
+                resource = format!("{resource}/{sub}");
+            }
+            let scope = match &r.namespace {
+                Some(ns) => format!("in the namespace {ns:?}"),
+                None => "at the cluster scope".to_string(),
+            };
+            let why = format!(
+                "User {:?} cannot {} resource {resource:?} in API group {:?} {scope}",
+                id.user, r.verb, r.group
+            );
+            let q = qualified(&r.group, &r.resource);
+            let message = match &r.name {
+                Some(n) => format!("{q} {n:?} is forbidden: {why}"),
+                None => format!("{q} is forbidden: {why}"),
+            };
+            let mut details = serde_json::Map::new();
+            if let Some(n) = &r.name {
+                details.insert("name".into(), json!(n));
+            }
+            if !r.group.is_empty() {
+                details.insert("group".into(), json!(r.group));
+            }
+            details.insert("kind".into(), json!(r.resource));
+            Status::new(403, "Forbidden", message).with_details(serde_json::Value::Object(details))
+        }
+    }
+}
+
+fn authorized(state: &State, id: &Identity, info: &RequestInfo) -> bool {
+    if id.is_anonymous() {
+        return matches!(info, RequestInfo::NonResource { path, .. } if PUBLIC_PATHS.contains(&path.as_str()));
+    }
+    if state.unprivileged_users.contains(&id.user) {
+        return match info {
+            RequestInfo::NonResource { path, .. } => is_discovery_path(path),
+            RequestInfo::Resource(r) => is_self_review(r),
+        };
+    }
+    true
+}
+
+async fn serve(
+    state: &State,
+    id: &Identity,
+    info: &RequestInfo,
+    req: http::Request<Incoming>,
+) -> LabResponse {
+    let pretty = wants_pretty(req.headers(), req.uri().query());
+    if !authorized(state, id, info) {
+        return forbidden(id, info).response_with(pretty);
+    }
+    match info {
+        RequestInfo::NonResource { path, .. } => serve_non_resource(state, path, &req, pretty),
+        RequestInfo::Resource(r) => serve_resource(state, id, r, req, pretty).await,
+    }
+}
+
+fn serve_non_resource(
+    state: &State,
+    path: &str,
+    req: &http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        // Discovery, health and version only answer GET; Go's mux answers others 404 here.
+        return text_not_found();
+    }
+    let d = &state.discovery;
+    let trimmed = path.trim_end_matches('/');
+    let parts: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api"] => discovery_root(state, req, pretty, true),
+        ["apis"] => discovery_root(state, req, pretty, false),
+        ["api", version] => match d.resource_list("", version, pretty) {
+            Some(body) => json_response(http::StatusCode::OK, body),
+            None => text_not_found(),
+        },
+        ["apis", group] => match d.group(group) {
+            Some(g) => json_response(http::StatusCode::OK, json_bytes(&g, pretty)),
+            None => text_not_found(),
+        },
+        ["apis", group, version] => match d.resource_list(group, version, pretty) {
+            Some(body) => json_response(http::StatusCode::OK, body),
+            None if d.surface.group(group).is_some() => {
+                Status::path_not_found().response_with(pretty)
+            }
+            None => text_not_found(),
+        },
+        ["version"] => json_response(http::StatusCode::OK, state.version_body.clone()),
+        ["healthz" | "livez" | "readyz", rest @ ..] => health(parts[0], rest, req.uri().query()),
+        ["openapi", "v3", rest @ ..] => openapi(state, &rest.join("/"), req),
+        _ => text_not_found(),
+    }
+}
+
+/// `/healthz`, `/livez`, `/readyz` and their per-check paths.
+fn health(endpoint: &str, rest: &[&str], query: Option<&str>) -> LabResponse {
+    const CHECKS: [&str; 3] = ["ping", "log", "shutdown"];
+    match rest {
+        [] => {
+            let verbose = query.is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
+            });
+            if verbose {
+                let mut body = String::new();
+                for c in CHECKS {
+                    body.push_str(&format!("[+]{c} ok\n"));
+                }
+                body.push_str(&format!("{endpoint} check passed\n"));
+                text_response(http::StatusCode::OK, body)
+            } else {
+                text_response(http::StatusCode::OK, "ok")
+            }
+        }
+        [check] if CHECKS.contains(check) => text_response(http::StatusCode::OK, "ok"),
+        _ => text_not_found(),
+    }
+}
+
+fn discovery_root(
+    state: &State,
+    req: &http::Request<Incoming>,
+    pretty: bool,
+    core: bool,
+) -> LabResponse {
+    let d = &state.discovery;
+    let ranges = parse_accept(req.headers());
+    let Some(format) = negotiate(&ranges, state.version.serves_v2beta1()) else {
+        // kube-apiserver's discovery 406: always indented, no details.
+        return Status::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        )
+        .response_with(true);
+    };
+    let (agg, api_version, body) = match format {
+        DiscoveryFormat::Legacy => {
+            let body = if core {
+                json_bytes(&d.api_versions(), pretty)
+            } else {
+                json_bytes(&d.group_list(), pretty)
+            };
+            return json_response(http::StatusCode::OK, body);
+        }
+        DiscoveryFormat::AggregatedV2 => {
+            let agg = if core { &d.api } else { &d.apis };
+            (agg, "v2", agg.v2.clone())
+        }
+        DiscoveryFormat::AggregatedV2Beta1 => {
+            let agg = if core { &d.api } else { &d.apis };
+            let body = agg.v2beta1.clone().unwrap_or_else(|| agg.v2.clone());
+            (agg, "v2beta1", body)
+        }
+    };
+    let not_modified = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == agg.etag);
+    let builder = http::Response::builder()
+        .header(http::header::CACHE_CONTROL, "public")
+        .header(http::header::ETAG, agg.etag.as_str())
+        .header(http::header::VARY, "Accept");
+    if not_modified {
+        return builder
+            .status(http::StatusCode::NOT_MODIFIED)
+            .body(full(Bytes::new()))
+            .expect("valid response");
+    }
+    let body = if pretty {
+        agg.pretty(if api_version == "v2" {
+            "apidiscovery.k8s.io/v2"
+        } else {
+            "apidiscovery.k8s.io/v2beta1"
+        })
+    } else {
+        body
+    };
+    builder
+        .status(http::StatusCode::OK)
+        .header(
+            http::header::CONTENT_TYPE,
+            format!(
+                "application/json;g=apidiscovery.k8s.io;v={api_version};as=APIGroupDiscoveryList"
+            ),
+        )
+        .body(full(body))
+        .expect("valid response")
+}
+
+fn openapi(state: &State, rel: &str, req: &http::Request<Incoming>) -> LabResponse {
+    let last_modified = http_date(state.started);
+    if rel.is_empty() {
+        // Recorded quirk: the index is JSON served as text/plain, without an ETag.
+        return http::Response::builder()
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(http::header::ACCEPT_RANGES, "bytes")
+            .header(http::header::LAST_MODIFIED, last_modified)
+            .body(full(state.openapi.index.clone()))
+            .expect("valid response");
+    }
+    let Some(doc) = state.openapi.docs.get(rel) else {
+        return text_not_found();
+    };
+    let etag = format!("\"{}\"", doc.hash);
+    let pinned = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .any(|kv| kv == format!("hash={}", doc.hash));
+    let not_modified = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    if not_modified {
+        // Recorded: the 304 repeats etag and vary only.
+        return http::Response::builder()
+            .status(http::StatusCode::NOT_MODIFIED)
+            .header(http::header::ETAG, etag.as_str())
+            .header(http::header::VARY, "Accept")
+            .body(full(Bytes::new()))
+            .expect("valid response");
+    }
+    let mut builder = http::Response::builder()
+        .header(http::header::ACCEPT_RANGES, "bytes")
+        .header(http::header::ETAG, etag.as_str())
+        .header(http::header::LAST_MODIFIED, last_modified)
+        .header(http::header::VARY, "Accept");
+    if pinned {
+        builder = builder
+            .header(http::header::CACHE_CONTROL, "public, immutable")
+            .header(
+                http::header::EXPIRES,
+                http_date(SystemTime::now() + Duration::from_secs(365 * 24 * 3600)),
+            );
+    }
+    builder
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(doc.body.clone()))
+        .expect("valid response")
+}
+
+/// Media types kube-apiserver can produce for resources (parameters such as `as=Table`
+/// are left for the storage layer to honour).
+fn resource_accept_ok(headers: &http::HeaderMap) -> bool {
+    let ranges = parse_accept(headers);
+    ranges.is_empty()
+        || ranges.iter().any(|r| {
+            matches!(
+                r.essence.as_str(),
+                "application/json"
+                    | "application/yaml"
+                    | "application/vnd.kubernetes.protobuf"
+                    | "*/*"
+                    | "application/*"
+            )
+        })
+}
+
+async fn serve_resource(
+    state: &State,
+    id: &Identity,
+    info: &ResourceInfo,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let surface = &state.discovery.surface;
+    if surface.group(&info.group).is_none() {
+        return text_not_found();
+    }
+    let not_found = || Status::path_not_found().response_with(pretty);
+    let Some(meta) = surface.lookup(&info.group, &info.version, &info.resource) else {
+        return not_found();
+    };
+    let mut namespace = info.namespace.clone();
+    if !meta.namespaced && namespace.is_some() {
+        // `namespaces/<ns>` carries its own name as namespace; anything else cluster-scoped
+        // under a namespace does not exist.
+        if meta.resource == "namespaces" && namespace == info.name {
+            namespace = None;
+        } else {
+            return not_found();
+        }
+    }
+    if meta.namespaced && namespace.is_none() && info.name.is_some() {
+        return not_found();
+    }
+    let verbs = match &info.subresource {
+        None => meta.verbs.clone(),
+        Some(sub) => {
+            match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
+                Some(v) => v,
+                None => return not_found(),
+            }
+        }
+    };
+    let verb_ok = verbs.iter().any(|v| *v == info.verb)
+        // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
+        || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
+    if !verb_ok {
+        return Status::method_not_allowed().response_with(pretty);
+    }
+    if !resource_accept_ok(req.headers()) {
+        // Recorded: the resource 406 is always indented and has empty details.
+        return Status::new(
+            406,
+            "NotAcceptable",
+            "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
+        )
+        .with_details(json!({}))
+        .response_with(true);
+    }
+    if meta.group == "authentication.k8s.io"
+        && meta.resource == "selfsubjectreviews"
+        && info.subresource.is_none()
+    {
+        return self_subject_review(id, &meta.api_version(), req, pretty).await;
+    }
+    let request = ResourceRequest {
+        meta,
+        verb: info.lab_verb(),
+        namespace,
+        name: info.name.clone(),
+        subresource: info.subresource.clone(),
+        identity: id.clone(),
+    };
+    state.handler.handle(request, req).await
+}
+
+/// `POST .../selfsubjectreviews`: the caller's identity, as `kubectl auth whoami` reads it.
+async fn self_subject_review(
+    id: &Identity,
+    api_version: &str,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Status::new(400, "BadRequest", format!("reading request body: {e}"))
+                .response_with(pretty);
+        }
+    };
+    if !body.is_empty() {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) if v.is_object() => {}
+            Ok(_) | Err(_) => {
+                return Status::new(
+                    400,
+                    "BadRequest",
+                    "the object provided is unrecognized or invalid: expected a SelfSubjectReview JSON object",
+                )
+                .response_with(pretty);
+            }
+        }
+    }
+    let mut user = serde_json::Map::new();
+    user.insert("username".into(), json!(id.user));
+    if !id.uid.is_empty() {
+        user.insert("uid".into(), json!(id.uid));
+    }
+    user.insert("groups".into(), json!(id.groups));
+    if !id.extra.is_empty() {
+        user.insert("extra".into(), json!(id.extra));
+    }
+    let review = json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": api_version,
+        "metadata": {"creationTimestamp": rfc3339(SystemTime::now())},
+        "status": {"userInfo": user},
+    });
+    json_response(http::StatusCode::CREATED, json_bytes(&review, pretty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emulated_versions() {
+        let v: EmulatedVersion = "1.33.4".parse().unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 33, 4));
+        assert!(!v.serves_v2beta1());
+        let v: EmulatedVersion = "v1.32".parse().unwrap();
+        assert!(v.serves_v2beta1());
+        assert!("1".parse::<EmulatedVersion>().is_err());
+        assert!("1.x.2".parse::<EmulatedVersion>().is_err());
+    }
+
+    #[test]
+    fn forbidden_messages_match_recordings() {
+        let anon = Identity {
+            user: "system:anonymous".into(),
+            ..Default::default()
+        };
+        let info = classify(&http::Method::GET, "/api/v1/namespaces/fx/configmaps", None);
+        assert_eq!(
+            forbidden(&anon, &info).to_value(),
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"fx\"","reason":"Forbidden","details":{"kind":"configmaps"},"code":403})
+        );
+        let info = classify(
+            &http::Method::POST,
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            None,
+        );
+        assert_eq!(
+            forbidden(&anon, &info).message,
+            "selfsubjectreviews.authentication.k8s.io is forbidden: User \"system:anonymous\" cannot create resource \"selfsubjectreviews\" in API group \"authentication.k8s.io\" at the cluster scope"
+        );
+    }
+}
