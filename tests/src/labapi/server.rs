@@ -812,6 +812,12 @@ async fn self_subject_review(
     req: http::Request<Incoming>,
     pretty: bool,
 ) -> LabResponse {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -819,7 +825,18 @@ async fn self_subject_review(
                 .response_with(pretty);
         }
     };
-    if !body.is_empty() {
+    // The review has no input fields; client-go's typed clients send it as protobuf (only
+    // the `k8s\0` envelope is checked), kubectl's raw calls as JSON.
+    let protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
+    if protobuf && !body.starts_with(b"k8s\0") {
+        return Status::new(
+            400,
+            "BadRequest",
+            "the object provided is unrecognized or invalid: not a Kubernetes protobuf envelope",
+        )
+        .response_with(pretty);
+    }
+    if !protobuf && !body.is_empty() {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) if v.is_object() => {}
             Ok(_) | Err(_) => {
