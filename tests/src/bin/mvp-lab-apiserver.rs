@@ -12,10 +12,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use test_support::labapi::authn::{AuthnConfig, RequestHeaderConfig};
 use test_support::labapi::server::{EmulatedVersion, LabServer, ServerConfig};
-use test_support::labapi::status::Status;
 use test_support::labapi::store::Store;
 use test_support::labapi::surface::Surface;
-use test_support::labapi::types::{LabResponse, ResourceHandler, ResourceRequest};
+use test_support::labapi::types::ResourceHandler;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,7 +58,7 @@ struct Cli {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     anonymous_auth: bool,
     /// etcd endpoints for the storage layer (comma list).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', required = true)]
     etcd_servers: Vec<String>,
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
@@ -86,31 +85,6 @@ struct Cli {
     /// only, like a user without RBAC bindings. Repeatable.
     #[arg(long)]
     unprivileged_user: Vec<String>,
-}
-
-/// Answers resource requests when no `--etcd-servers` are given: 503, as kube-apiserver
-/// answers while its storage is unavailable.
-struct NoStorage;
-
-impl ResourceHandler for NoStorage {
-    fn handle(
-        &self,
-        req: ResourceRequest,
-        _http: http::Request<hyper::body::Incoming>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LabResponse> + Send + '_>> {
-        Box::pin(async move {
-            Status::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "storage for {} is not available in this lab apiserver build",
-                    req.meta.resource
-                ),
-            )
-            .with_details(serde_json::json!({}))
-            .response()
-        })
-    }
 }
 
 fn emulated_version(cli: &Cli) -> anyhow::Result<EmulatedVersion> {
@@ -179,16 +153,10 @@ async fn main() -> anyhow::Result<()> {
         version,
         unprivileged_users: cli.unprivileged_user.clone(),
     };
-    let handler: Arc<dyn ResourceHandler> = if cli.etcd_servers.is_empty() {
-        Arc::new(NoStorage)
-    } else {
-        tracing::info!(servers = ?cli.etcd_servers, prefix = %cli.etcd_prefix, "etcd configured");
-        Arc::new(
-            Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
-                .await
-                .context("connecting to etcd")?,
-        )
-    };
+    let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
+        .await
+        .with_context(|| format!("connecting to etcd at {:?}", cli.etcd_servers))?;
+    let handler: Arc<dyn ResourceHandler> = Arc::new(store);
     let server = LabServer::bind(cfg, handler).await?;
     let addr = server.local_addr()?;
     // Tests and scripts wait for this line to learn the port.

@@ -48,6 +48,7 @@ struct ServerAddress {
 struct ApiVersions {
     kind: &'static str,
     versions: Vec<&'static str>,
+    #[serde(rename = "serverAddressByClientCIDRs")]
     server_address_by_client_cidrs: Vec<ServerAddress>,
 }
 

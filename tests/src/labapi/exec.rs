@@ -44,11 +44,17 @@ pub enum ExecError {
     #[error("timed out {0}")]
     Timeout(&'static str),
     #[error("websocket: {0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     #[error("spdy protocol error: {0}")]
     Spdy(String),
     #[error("spdy header compression: {0}")]
     Compression(String),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for ExecError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        ExecError::WebSocket(Box::new(e))
+    }
 }
 
 /// The query parameters of an exec/attach request, as kube-apiserver reads them.
@@ -65,7 +71,7 @@ pub struct ExecOptions {
 
 impl ExecOptions {
     /// Parse and validate the query string. `attach` requests take no command.
-    pub fn from_query(query: &str, attach: bool) -> Result<Self, Status> {
+    pub fn from_query(query: &str, attach: bool) -> Result<Self, BadOptions> {
         let mut opts = ExecOptions::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -98,11 +104,23 @@ impl ExecOptions {
     }
 }
 
-fn bad_request(message: &str) -> Status {
-    Status::new(400, "BadRequest", message)
+/// Invalid exec/attach query parameters (answered with a 400 `BadRequest` Status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadOptions(pub String);
+
+impl BadOptions {
+    /// The kube-shaped 400.
+    pub fn status(&self) -> Status {
+        Status::new(400, "BadRequest", self.0.clone())
+    }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, Status> {
+fn bad_request(message: &str) -> BadOptions {
+    BadOptions(message.to_string())
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, BadOptions> {
     match value.to_ascii_lowercase().as_str() {
         "" | "0" | "false" => Ok(false),
         "1" | "true" => Ok(true),
@@ -148,7 +166,7 @@ pub async fn serve(
     let opts =
         match ExecOptions::from_query(http.uri().query().unwrap_or(""), subresource == "attach") {
             Ok(opts) => opts,
-            Err(status) => return status.response(),
+            Err(bad) => return bad.status().response(),
         };
     let session = Session {
         namespace: req.namespace.clone().unwrap_or_default(),
@@ -181,7 +199,7 @@ pub async fn serve(
 }
 
 fn upgrade_required() -> LabResponse {
-    bad_request("Upgrade request required").response()
+    Status::new(400, "BadRequest", "Upgrade request required").response()
 }
 
 /// All values of a header joined with `,` (lossy: non-UTF-8 values are skipped).
@@ -262,7 +280,7 @@ mod tests {
             ("command=cat&stdout=maybe", false),
             ("command=sh&stdout=true&stderr=true&tty=true", false),
         ] {
-            let s = ExecOptions::from_query(q, attach).unwrap_err();
+            let s = ExecOptions::from_query(q, attach).unwrap_err().status();
             assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"), "{q}");
         }
         assert!(ExecOptions::from_query("stdout=true&stdin=true", true).is_ok());

@@ -9,7 +9,8 @@
 //! - [`server`]: TLS, [`authn`], authorization, [`classify`], [`discovery`], [`openapi`],
 //!   version, health, SelfSubjectReview, audit log.
 //! - [`testpki`]: a minimal rcgen PKI (server, client CA, front-proxy CA) for tests.
-//! - the storage (etcd CRUD, watch, patch, exec) lives in its own modules.
+//! - [`store`]: the storage (etcd CRUD, watch, patch).
+//! - [`exec`]: pods/exec and pods/attach (WebSocket and SPDY), an echoing lab container.
 pub mod authn;
 pub mod classify;
 pub mod discovery;

@@ -684,6 +684,20 @@ fn openapi(state: &State, rel: &str, req: &http::Request<Incoming>) -> LabRespon
         .into_iter()
         .flat_map(|q| q.split('&'))
         .any(|kv| kv == format!("hash={}", doc.hash));
+    let not_modified = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    if not_modified {
+        // Recorded: the 304 repeats etag and vary only.
+        return http::Response::builder()
+            .status(http::StatusCode::NOT_MODIFIED)
+            .header(http::header::ETAG, etag.as_str())
+            .header(http::header::VARY, "Accept")
+            .body(full(Bytes::new()))
+            .expect("valid response");
+    }
     let mut builder = http::Response::builder()
         .header(http::header::ACCEPT_RANGES, "bytes")
         .header(http::header::ETAG, etag.as_str())
@@ -696,17 +710,6 @@ fn openapi(state: &State, rel: &str, req: &http::Request<Incoming>) -> LabRespon
                 http::header::EXPIRES,
                 http_date(SystemTime::now() + Duration::from_secs(365 * 24 * 3600)),
             );
-    }
-    let not_modified = req
-        .headers()
-        .get(http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
-    if not_modified {
-        return builder
-            .status(http::StatusCode::NOT_MODIFIED)
-            .body(full(Bytes::new()))
-            .expect("valid response");
     }
     builder
         .status(http::StatusCode::OK)
@@ -809,6 +812,12 @@ async fn self_subject_review(
     req: http::Request<Incoming>,
     pretty: bool,
 ) -> LabResponse {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -816,7 +825,18 @@ async fn self_subject_review(
                 .response_with(pretty);
         }
     };
-    if !body.is_empty() {
+    // The review has no input fields; client-go's typed clients send it as protobuf (only
+    // the `k8s\0` envelope is checked), kubectl's raw calls as JSON.
+    let protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
+    if protobuf && !body.starts_with(b"k8s\0") {
+        return Status::new(
+            400,
+            "BadRequest",
+            "the object provided is unrecognized or invalid: not a Kubernetes protobuf envelope",
+        )
+        .response_with(pretty);
+    }
+    if !protobuf && !body.is_empty() {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(v) if v.is_object() => {}
             Ok(_) | Err(_) => {

@@ -908,14 +908,12 @@ where
                 } else {
                     Vec::new()
                 };
-                if let Some(&id) = streams.get(&StreamType::Error) {
-                    if !status.is_empty() {
-                        frames.push(Frame::Data {
-                            stream_id: id,
-                            flags: 0,
-                            data: status.into(),
-                        });
-                    }
+                if let (Some(&id), false) = (streams.get(&StreamType::Error), status.is_empty()) {
+                    frames.push(Frame::Data {
+                        stream_id: id,
+                        flags: 0,
+                        data: status.into(),
+                    });
                 }
                 // Close the server's half of every stream, the error stream last.
                 let mut ids: Vec<_> = streams
