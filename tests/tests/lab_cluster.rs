@@ -751,3 +751,41 @@ fn apiservers_stop_and_start_and_the_lab_removes_everything_it_made() {
         );
     }
 }
+
+#[test]
+fn kubectl_exec_runs_the_lab_container_on_both_versions() {
+    require_root!();
+    for node in ["cp1", "cp3"] {
+        let ns = format!("exec-{node}");
+        create_namespace(node, &ns);
+        create_ok(
+            node,
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "box", "namespace": ns},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+        );
+        let hello = kubectl_ok(
+            node,
+            &["exec", "-n", &ns, "box", "--", "echo", "hello", node],
+        );
+        assert_eq!(hello.stdout, format!("hello {node}\n"));
+        let who = kubectl_ok(node, &["exec", "-n", &ns, "box", "--", "whoami"]);
+        assert_eq!(who.stdout.trim(), test_support::pki::ADMIN_USER);
+        let piped = lab()
+            .kubectl_stdin(
+                node,
+                &["exec", "-i", "-n", &ns, "box", "--", "cat"],
+                "line one\nline two\n",
+            )
+            .unwrap();
+        assert_eq!(
+            ok(piped, "kubectl exec -i cat").stdout,
+            "line one\nline two\n"
+        );
+        let failed = kubectl(node, &["exec", "-n", &ns, "box", "--", "false"]);
+        assert_eq!(
+            failed.code, 1,
+            "exit code of `false` must come back:\n{failed}"
+        );
+    }
+}
