@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::etcd::{Etcd, EtcdError};
 use crate::https::{HttpsClient, HttpsError, Reply};
 use crate::netns::{Netns, NetnsError, Segment};
 use crate::pki::{Kubeconfig, NodePki, Pki, PkiError};
@@ -65,6 +66,8 @@ pub enum LabError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Pki(#[from] PkiError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -533,7 +536,7 @@ pub fn cleanup_stale_dirs() -> usize {
 pub struct LabCluster {
     // Drop order matters: processes, then namespaces, then files, then the reaper.
     nodes: Vec<LabNode>,
-    etcd: Mutex<Option<LabProcess>>,
+    etcd: Mutex<Option<Etcd>>,
     client: Netns,
     etcd_ns: Netns,
     segment: Segment,
@@ -676,27 +679,8 @@ impl LabCluster {
     }
 
     fn start_etcd(&self) -> Result<(), LabError> {
-        let data = self.dir.0.join("etcd");
-        let url = format!("http://{ETCD_V4}:{ETCD_PORT}");
-        let args = vec![
-            "--name=lab".to_string(),
-            format!("--data-dir={}", data.display()),
-            format!("--listen-client-urls={url},http://127.0.0.1:{ETCD_PORT}"),
-            format!("--advertise-client-urls={url}"),
-            "--listen-peer-urls=http://127.0.0.1:2380".to_string(),
-            "--initial-advertise-peer-urls=http://127.0.0.1:2380".to_string(),
-            "--initial-cluster=lab=http://127.0.0.1:2380".to_string(),
-            "--log-level=warn".to_string(),
-        ];
-        let log = self.dir.0.join("etcd.log");
-        let mut proc =
-            LabProcess::spawn("etcd", &self.etcd_ns, Path::new("etcd"), &args, &log, &[])?;
-        let addr = SocketAddr::new(IpAddr::V4(ETCD_V4), ETCD_PORT);
-        wait_ready("etcd", &log, || {
-            proc.check_running()?;
-            etcd_health(&self.client, addr)
-        })?;
-        *self.etcd.lock() = Some(proc);
+        let etcd = Etcd::start_in(&self.etcd_ns, IpAddr::V4(ETCD_V4), &self.dir.0)?;
+        *self.etcd.lock() = Some(etcd);
         Ok(())
     }
 
@@ -935,6 +919,20 @@ impl LabCluster {
         format!("http://{ETCD_V4}:{ETCD_PORT}")
     }
 
+    /// The shared etcd's network namespace (on the segment at [`ETCD_V4`]).
+    pub fn etcd_netns(&self) -> &Netns {
+        &self.etcd_ns
+    }
+
+    /// The shared etcd's log.
+    pub fn etcd_log(&self) -> String {
+        self.etcd
+            .lock()
+            .as_ref()
+            .map(|e| e.log())
+            .unwrap_or_default()
+    }
+
     /// The lab's working directory.
     pub fn dir(&self) -> &Path {
         &self.dir.0
@@ -1143,28 +1141,5 @@ fn wait_ready(
                 delay = (delay * 2).min(Duration::from_millis(200));
             }
         }
-    }
-}
-
-/// `GET /health` on etcd's client URL over plain HTTP from inside `ns`.
-fn etcd_health(ns: &Netns, addr: SocketAddr) -> Result<(), LabError> {
-    use std::io::Read;
-    let answer = ns.try_run(|| -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf)
-    })?;
-    let answer = answer.map_err(io_err(format!("GET http://{addr}/health")))?;
-    if answer.contains("\"health\":\"true\"") {
-        Ok(())
-    } else {
-        Err(LabError::Api {
-            what: "etcd /health".into(),
-            status: 0,
-            body: answer,
-        })
     }
 }
