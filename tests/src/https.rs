@@ -72,6 +72,7 @@ impl Reply {
 pub struct HttpsClient {
     config: Arc<rustls::ClientConfig>,
     token: Option<String>,
+    headers: Vec<(String, String)>,
     timeout: Duration,
 }
 
@@ -117,6 +118,7 @@ impl HttpsClient {
         Ok(HttpsClient {
             config: Arc::new(config),
             token: None,
+            headers: Vec::new(),
             timeout: Duration::from_secs(10),
         })
     }
@@ -124,6 +126,12 @@ impl HttpsClient {
     /// Send `Authorization: Bearer <token>` with every request.
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// Send this header with every request (e.g. `X-Remote-User` as a front proxy).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -189,6 +197,9 @@ impl HttpsClient {
             .header(http::header::ACCEPT, "application/json");
         if !body.is_empty() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
         }
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
