@@ -165,6 +165,35 @@ impl HttpsClient {
         .map_err(|e| HttpsError::Netns(e.to_string()))?
     }
 
+    /// The certificate chain `addr` serves (DER, leaf first), after a verified handshake.
+    pub fn served_chain(&self, ns: &Netns, addr: SocketAddr) -> Result<Vec<Vec<u8>>, HttpsError> {
+        ns.try_run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(HttpsError::Runtime)?;
+            rt.block_on(async {
+                let tcp = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| HttpsError::Connect { addr, source })?;
+                let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+                let tls = connector
+                    .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                    .await
+                    .map_err(|source| HttpsError::Handshake { addr, source })?;
+                Ok(tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| c.to_vec())
+                    .collect())
+            })
+        })
+        .map_err(|e| HttpsError::Netns(e.to_string()))?
+    }
+
     /// `GET path`.
     pub fn get(&self, ns: &Netns, addr: SocketAddr, path: &str) -> Result<Reply, HttpsError> {
         self.request(ns, addr, "GET", path, None)

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use crate::etcd::{Etcd, EtcdError};
 use crate::https::{HttpsClient, HttpsError, Reply};
 use crate::netns::{Netns, NetnsError, Segment};
-use crate::pki::{Kubeconfig, NodePki, Pki, PkiError};
+use crate::pki::{CertKey, Kubeconfig, NodePki, Pki, PkiError};
 
 /// Port every lab apiserver listens on (all addresses), like kube-apiserver's default.
 pub const APISERVER_PORT: u16 = 6443;
@@ -958,6 +958,28 @@ impl LabCluster {
         let node = self.node(node)?;
         self.spawn_apiserver(node)?;
         self.wait_apiserver_ready(node)
+    }
+
+    /// Re-issue `node`'s serving cert (new key, same SANs) and restart its apiserver so it
+    /// serves the new one (kube-apiserver reloads the files in place; the lab apiserver
+    /// reads them at start). Returns the new pair.
+    pub fn rotate_serving_cert(&self, node: &str) -> Result<CertKey, LabError> {
+        let n = self.node(node)?;
+        let pair = n.pki.rotate_serving(&self.pki)?;
+        self.stop_apiserver(node)?;
+        self.start_apiserver(node)?;
+        Ok(pair)
+    }
+
+    /// The serving chain `node` presents now (DER, leaf first), verified against the CA.
+    pub fn served_chain(&self, node: &str) -> Result<Vec<Vec<u8>>, LabError> {
+        let n = self.node(node)?;
+        self.admin
+            .served_chain(&self.client, n.addr())
+            .map_err(|source| LabError::Https {
+                what: format!("TLS handshake with {}", n.name()),
+                source,
+            })
     }
 
     /// A command run inside the client namespace, with the lab's kubectl cache.

@@ -879,3 +879,23 @@ fn generated_credentials_authenticate_like_kubeadms() {
         }
     }
 }
+
+#[test]
+fn a_rotated_serving_cert_is_served_and_trusted() {
+    require_root!();
+    test_support::trace::init();
+    let lab = LabCluster::start(LabSpec::new(vec![NodeSpec::v1_36("solo")])).unwrap();
+    let before = lab.served_chain("solo").unwrap();
+    let pair = lab.rotate_serving_cert("solo").unwrap();
+    let after = lab.served_chain("solo").unwrap();
+    assert_ne!(before[0], after[0], "the old cert is still served");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pair.cert_pem.as_bytes()).unwrap();
+    assert_eq!(
+        after[0], pem.contents,
+        "the served cert is not the re-issued one"
+    );
+    ok(
+        lab.kubectl("solo", &["get", "namespaces"]).unwrap(),
+        "kubectl after rotation",
+    );
+}
