@@ -167,6 +167,9 @@ pub struct LabSpec {
     pub nodes: Vec<NodeSpec>,
     /// Extra flags for every lab apiserver.
     pub apiserver_args: Vec<String>,
+    /// `--bind-address` of every apiserver: `0.0.0.0` (IPv4 only here; Go's kube-apiserver
+    /// makes a dual-stack socket of it) or `::` (dual-stack, IPv6 clients too).
+    pub bind_address: IpAddr,
 }
 
 impl LabSpec {
@@ -175,6 +178,7 @@ impl LabSpec {
         LabSpec {
             nodes,
             apiserver_args: Vec::new(),
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 
@@ -343,6 +347,7 @@ pub struct LabNode {
     pki: NodePki,
     kubeconfig: PathBuf,
     token_kubeconfig: PathBuf,
+    kubeconfig_v6: PathBuf,
     apiserver: Mutex<Option<LabProcess>>,
 }
 
@@ -370,6 +375,15 @@ impl LabNode {
     /// `https://<ipv4>:6443`.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr())
+    }
+    /// `[<ipv6>]:6443`.
+    pub fn addr_v6(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V6(self.ipv6), APISERVER_PORT)
+    }
+    /// Admin kubeconfig pointing at `https://[<ipv6>]:6443` (answers when the lab binds
+    /// `::`, see [`LabSpec::bind_address`]).
+    pub fn kubeconfig_v6(&self) -> &Path {
+        &self.kubeconfig_v6
     }
     /// The node's own directory (PKI, logs, audit log, kubeconfigs).
     pub fn dir(&self) -> &Path {
@@ -409,12 +423,18 @@ impl LabNode {
 
     /// The flags this node's apiserver runs with (kube-apiserver's names; the lab server
     /// has no aggregator, so no `--proxy-client-*` flags: the files are in [`LabNode::pki`]).
-    pub fn apiserver_args(&self, etcd: &str, surface_dir: &Path, extra: &[String]) -> Vec<String> {
+    pub fn apiserver_args(
+        &self,
+        bind: IpAddr,
+        etcd: &str,
+        surface_dir: &Path,
+        extra: &[String],
+    ) -> Vec<String> {
         let p = &self.pki;
         let path = |p: PathBuf| p.display().to_string();
         let mut args = vec![
             format!("--advertise-address={}", self.ipv4),
-            "--bind-address=0.0.0.0".to_string(),
+            format!("--bind-address={bind}"),
             format!("--secure-port={APISERVER_PORT}"),
             format!("--tls-cert-file={}", path(p.apiserver_crt())),
             format!("--tls-private-key-file={}", path(p.apiserver_key())),
@@ -543,6 +563,7 @@ pub struct LabCluster {
     pki: Pki,
     fixtures: PathBuf,
     apiserver_args: Vec<String>,
+    bind_address: IpAddr,
     admin: HttpsClient,
     dir: LabDir,
     _reaper: Reaper,
@@ -635,6 +656,9 @@ impl LabCluster {
             Kubeconfig::admin(&pki, &server).write(&kubeconfig)?;
             let token_kubeconfig = node_dir.join("token.conf");
             Kubeconfig::token(&pki, &server).write(&token_kubeconfig)?;
+            let kubeconfig_v6 = node_dir.join("admin-v6.conf");
+            Kubeconfig::admin(&pki, &format!("https://[{ipv6}]:{APISERVER_PORT}"))
+                .write(&kubeconfig_v6)?;
             nodes.push(LabNode {
                 spec: n.clone(),
                 ns,
@@ -644,6 +668,7 @@ impl LabCluster {
                 pki: node_pki,
                 kubeconfig,
                 token_kubeconfig,
+                kubeconfig_v6,
                 apiserver: Mutex::new(None),
             });
         }
@@ -662,6 +687,7 @@ impl LabCluster {
             pki,
             fixtures,
             apiserver_args: spec.apiserver_args,
+            bind_address: spec.bind_address,
             admin,
             dir,
             _reaper: reaper,
@@ -690,6 +716,7 @@ impl LabCluster {
             return Ok(());
         }
         let args = node.apiserver_args(
+            self.bind_address,
             &self.etcd_url(),
             &self.fixtures.join(&node.spec.surface),
             &self.apiserver_args,

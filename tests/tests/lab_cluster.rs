@@ -899,3 +899,21 @@ fn a_rotated_serving_cert_is_served_and_trusted() {
         "kubectl after rotation",
     );
 }
+
+#[test]
+fn a_lab_bound_to_the_ipv6_wildcard_serves_both_families() {
+    require_root!();
+    test_support::trace::init();
+    let mut spec = LabSpec::new(vec![NodeSpec::v1_33("dual")]);
+    spec.bind_address = "::".parse().unwrap();
+    let lab = LabCluster::start(spec).unwrap();
+    let node = lab.node("dual").unwrap();
+    for kubeconfig in [node.kubeconfig(), node.kubeconfig_v6()] {
+        let out = ok(
+            lab.kubectl_with(kubeconfig, &["get", "--raw", "/version"])
+                .unwrap(),
+            &format!("kubectl --kubeconfig {}", kubeconfig.display()),
+        );
+        assert_eq!(out.json()["gitVersion"], "v1.33.4", "{out}");
+    }
+}
