@@ -239,6 +239,45 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     )?;
     assert_eq!(out.trim(), "configmap/cfg created");
 
+    // kubectl's generators send protobuf bodies.
+    let out = lab.ok(
+        0,
+        &[
+            "create",
+            "configmap",
+            "gen",
+            "-n",
+            "e2e",
+            "--from-literal=a=b",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "configmap/gen created");
+    lab.ok(1, &["create", "namespace", "gen-ns"], None)?;
+    lab.ok(
+        1,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "gen-ns",
+            "--from-literal=pw=hunter2",
+        ],
+        None,
+    )?;
+    lab.ok(1, &["create", "serviceaccount", "sa", "-n", "gen-ns"], None)?;
+    assert_eq!(
+        lab.json(0, &["get", "configmap", "gen", "-n", "e2e"])?["data"],
+        json!({"a": "b"})
+    );
+    let secret = lab.json(0, &["get", "secret", "s", "-n", "gen-ns"])?;
+    assert_eq!(
+        (secret["data"]["pw"].as_str(), secret["type"].as_str()),
+        (Some("aHVudGVyMg=="), Some("Opaque"))
+    );
+    lab.json(0, &["get", "serviceaccount", "sa", "-n", "gen-ns"])?;
     // kubectl get prints the server's Table.
     let table = lab.ok(1, &["get", "configmaps", "-n", "e2e"], None)?;
     let mut rows = table.lines();

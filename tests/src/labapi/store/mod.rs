@@ -30,6 +30,7 @@
 mod error;
 mod format;
 mod patch;
+mod proto;
 mod query;
 mod table;
 mod util;
@@ -1116,6 +1117,14 @@ fn decode_body(
                 format!("couldn't get version/kind; yaml parse error: {e}"),
             )
         })?,
+        "application/vnd.kubernetes.protobuf" => match proto::decode(body) {
+            Ok(v) => v,
+            Err(proto::ProtoError::UnsupportedKind(k)) => {
+                tracing::info!(kind = %k, "lab store: protobuf body of a kind it cannot decode");
+                return Err(unsupported_media());
+            }
+            Err(e) => return Err(Status::new(400, "BadRequest", e.to_string())),
+        },
         _ => return Err(unsupported_media()),
     };
     if !v.is_object() {
@@ -1373,6 +1382,14 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
             "BestEffort"
         };
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    } else if meta.group.is_empty() && meta.resource == "secrets" {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj["type"] = json!("Opaque");
+        }
     } else if meta.subresources.iter().any(|s| s == "status") {
         obj["status"] = json!({});
     }
