@@ -388,6 +388,38 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
         3
     );
 
+    // Server-side apply and server-side dry runs.
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa", "namespace": "e2e"}, "data": {"x": "1"}});
+    let out = lab.ok(
+        0,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        Some(&applied.to_string()),
+    )?;
+    assert_eq!(out.trim(), "configmap/ssa serverside-applied");
+    assert_eq!(
+        lab.json(1, &["get", "configmap", "ssa", "-n", "e2e"])?["data"],
+        json!({"x": "1"})
+    );
+    let out = lab.ok(
+        1,
+        &[
+            "create",
+            "configmap",
+            "dry",
+            "-n",
+            "e2e",
+            "--dry-run=server",
+            "--from-literal=a=b",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "configmap/dry created (server dry run)");
+    assert!(
+        !lab.kubectl_in(0, &["get", "configmap", "dry", "-n", "e2e"], None)?
+            .status
+            .success()
+    );
+
     // Logs of a pod.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "e2e"},
         "spec": {"containers": [{"name": "c", "image": "pause"}]}});

@@ -189,6 +189,8 @@ impl Store {
             }
         };
         let sub = req.subresource.clone();
+        // `?dryRun=All`: everything is checked, nothing is written.
+        let dry_run = query.get("dryRun").is_some();
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
@@ -199,17 +201,17 @@ impl Store {
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
             (Verb::Create, None) => match read_body(http).await {
-                Ok((parts, body)) => self.create(&req, &parts, &body).await,
+                Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::Update | Verb::Patch, None | Some("status") | Some("scale")) => {
                 match read_body(http).await {
-                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body).await,
+                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body, dry_run).await,
                     Err(s) => Err(s),
                 }
             }
             (Verb::Delete, None) => match read_body(http).await {
-                Ok((_, body)) => self.delete(&req, &body).await,
+                Ok((_, body)) => self.delete(&req, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::DeleteCollection, None) => self.delete_collection(&req, &query).await,
@@ -366,9 +368,20 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
+        let obj = decode_body(parts, body, &req.meta)?;
+        self.create_object(req, obj, dry_run).await
+    }
+
+    /// Create `obj` (already decoded) as kube-apiserver's create handler does.
+    async fn create_object(
+        &self,
+        req: &ResourceRequest,
+        mut obj: Value,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
-        let mut obj = decode_body(parts, body, meta)?;
         let ns = if meta.namespaced {
             let path_ns = req.namespace.clone().unwrap_or_else(|| "default".into());
             match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
@@ -413,7 +426,10 @@ impl Store {
         let key = self.object_key(meta, ns.as_deref(), &name);
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), to_stored(&obj), None)]);
+            .and_then(ops(
+                dry_run,
+                TxnOp::put(key.as_str(), to_stored(&obj), None),
+            ));
         let resp = self
             .client
             .kv_client()
@@ -443,6 +459,7 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
@@ -456,7 +473,18 @@ impl Store {
         let change = if req.verb == Verb::Patch {
             let kind = PatchKind::from_headers(&parts.headers)?;
             let p = if kind == PatchKind::Apply {
-                return Err(unsupported_media());
+                // Server-side apply: a full object in YAML (or JSON, which is YAML).
+                let v: Value = serde_yaml::from_slice(body).map_err(|e| {
+                    Status::new(400, "BadRequest", format!("error decoding YAML: {e}"))
+                })?;
+                if !v.is_object() {
+                    return Err(Status::new(
+                        400,
+                        "BadRequest",
+                        "error decoding YAML: the apply configuration is not an object",
+                    ));
+                }
+                v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
                     Status::new(400, "BadRequest", format!("error decoding patch: {e}"))
@@ -493,8 +521,12 @@ impl Store {
             }
             Change::Put(obj)
         };
+        let apply_config = match &change {
+            Change::Patch(PatchKind::Apply, p) if sub.is_none() => Some(p.clone()),
+            _ => None,
+        };
         let updated = self
-            .guaranteed_update(meta, &key, &name, |cur| {
+            .guaranteed_update(meta, &key, &name, dry_run, |cur| {
                 // The object the change applies to: the object itself or its Scale view.
                 let base = if sub == Some("scale") {
                     scale_of(cur)
@@ -543,7 +575,17 @@ impl Store {
                     }
                 }
             })
-            .await?;
+            .await;
+        let updated = match (updated, apply_config) {
+            // Server-side apply of an object that does not exist creates it.
+            (Err(s), Some(mut obj)) if s.code == 404 && s.reason == "NotFound" => {
+                if obj.pointer("/metadata/name").is_none() {
+                    obj["metadata"]["name"] = json!(name);
+                }
+                return self.create_object(req, obj, dry_run).await;
+            }
+            (r, _) => r?,
+        };
         let out = if sub == Some("scale") {
             scale_of(&updated)
         } else {
@@ -560,6 +602,7 @@ impl Store {
         meta: &ResourceMeta,
         key: &str,
         name: &str,
+        dry_run: bool,
         mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
         for _ in 0..MAX_ATTEMPTS {
@@ -593,7 +636,7 @@ impl Store {
             };
             let txn = Txn::new()
                 .when([Compare::mod_revision(key, CompareOp::Equal, cur.rev)])
-                .and_then([op]);
+                .and_then(ops(dry_run, op));
             let resp = self
                 .client
                 .kv_client()
@@ -613,7 +656,12 @@ impl Store {
         .into())
     }
 
-    async fn delete(&self, req: &ResourceRequest, body: &Bytes) -> ApiResult<(u16, Value)> {
+    async fn delete(
+        &self,
+        req: &ResourceRequest,
+        body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
         let key = self.object_key(meta, req.namespace.as_deref(), &name);
@@ -695,11 +743,10 @@ impl Store {
                         CompareOp::Equal,
                         cur.rev,
                     )])
-                    .and_then([TxnOp::put(
-                        key.as_str(),
-                        to_stored(&canonical(next.clone())),
-                        None,
-                    )]);
+                    .and_then(ops(
+                        dry_run,
+                        TxnOp::put(key.as_str(), to_stored(&canonical(next.clone())), None),
+                    ));
                 let resp = self
                     .client
                     .kv_client()
@@ -719,7 +766,7 @@ impl Store {
                     CompareOp::Equal,
                     cur.rev,
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let resp = self
                 .client
                 .kv_client()
@@ -730,7 +777,7 @@ impl Store {
                 continue;
             }
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            if meta.group.is_empty() && meta.resource == "namespaces" {
+            if meta.group.is_empty() && meta.resource == "namespaces" && !dry_run {
                 self.delete_namespace_contents(&name).await?;
             }
             if returns_deleted_object(&meta.resource) {
@@ -800,6 +847,7 @@ impl Store {
     ) -> ApiResult<(u16, Value)> {
         let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
         let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))?;
+        let dry_run = query.get("dryRun").is_some();
         let base = format!("{}/", self.list_key(&req.meta, req.namespace.as_deref()));
         let resp = self
             .client
@@ -821,7 +869,7 @@ impl Store {
                     CompareOp::Equal,
                     kv.mod_revision(),
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let r = self
                 .client
                 .kv_client()
@@ -1014,6 +1062,12 @@ fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiR
     }
 }
 
+/// The operations of a write transaction: none for a dry run (only the condition is
+/// evaluated, nothing is written, the revision does not move).
+fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
+    if dry_run { vec![] } else { vec![op] }
+}
+
 /// Patch formats by Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchKind {
@@ -1056,7 +1110,10 @@ impl PatchKind {
             PatchKind::Merge => merge_patch(&mut base, p),
             PatchKind::Strategic => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
             PatchKind::Json => json_patch(&mut base, p).map_err(unprocessable)?,
-            PatchKind::Apply => return Err(unsupported_media()),
+            // Server-side apply, approximated: the configuration is merged like a strategic
+            // merge patch (no field ownership, so fields dropped from the configuration are
+            // not removed and there are no conflicts between managers).
+            PatchKind::Apply => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
         }
         Ok(base)
     }
