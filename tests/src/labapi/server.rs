@@ -772,7 +772,7 @@ async fn serve_resource(
             }
         }
     };
-    let verb_ok = verbs.iter().any(|v| *v == info.verb)
+    let verb_ok = verbs.contains(&info.verb)
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {
