@@ -875,6 +875,32 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         ],
     );
     assert_eq!(a, "b");
+    // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
+    // lists the existing object as ADDED and ends on the server's timeout.
+    for http2 in [true, false] {
+        let w = curl(
+            &lab,
+            &pki,
+            "admin",
+            http2,
+            "GET",
+            "/api/v1/namespaces/lab/configmaps?watch=true&timeoutSeconds=1",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.status, 200);
+        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "watch event is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&w.body)
+                )
+            });
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["metadata"]["name"], "cm");
+    }
+
     let audit = std::fs::read_to_string(&lab.audit).unwrap();
     assert!(
         audit.lines().any(|l| {
