@@ -9,10 +9,12 @@
 //! - [`server`]: TLS, [`authn`], authorization, [`classify`], [`discovery`], [`openapi`],
 //!   version, health, SelfSubjectReview, audit log.
 //! - [`testpki`]: a minimal rcgen PKI (server, client CA, front-proxy CA) for tests.
-//! - [`store`]: the storage (etcd CRUD, watch, patch; exec in its own module).
+//! - [`store`]: the storage (etcd CRUD, watch, patch).
+//! - [`exec`]: pods/exec and pods/attach (WebSocket and SPDY), an echoing lab container.
 pub mod authn;
 pub mod classify;
 pub mod discovery;
+pub mod exec;
 pub mod openapi;
 pub mod server;
 pub mod status;

@@ -22,6 +22,11 @@
 //! # Namespaces
 //! `default`, `kube-system`, `kube-public` and `kube-node-lease` are created on connect when
 //! absent, each with a create-if-absent etcd transaction (race-free across lab processes).
+#![allow(
+    clippy::result_large_err,
+    reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
+)]
+
 mod error;
 mod format;
 mod patch;
@@ -186,7 +191,7 @@ impl Store {
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
-            (Verb::Connect, Some("exec" | "attach")) => return connect_exec(req, http).await,
+            (Verb::Connect, Some("exec" | "attach")) => return self.connect_exec(req, http).await,
             (Verb::Get, Some("log")) => return self.log(&req, &query, out).await,
             _ if is_watch => return watch::watch(self, &req, &query, out).await,
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
@@ -398,10 +403,10 @@ impl Store {
             }
         };
         validate(meta, &name, &obj)?;
-        if let Some(ns) = &ns {
-            if !self.namespace_exists(ns).await? {
-                return Err(not_found(&namespaces_meta(), ns));
-            }
+        if let Some(ns) = &ns
+            && !self.namespace_exists(ns).await?
+        {
+            return Err(not_found(&namespaces_meta(), ns));
         }
         prepare_create(meta, &mut obj, &name, ns.as_deref());
         let key = self.object_key(meta, ns.as_deref(), &name);
@@ -460,28 +465,29 @@ impl Store {
         } else {
             let obj = decode_body(parts, body, meta)?;
             if sub != Some("scale") {
-                if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
-                    if n != name {
-                        return Err(Status::new(
-                            400,
-                            "BadRequest",
-                            format!(
-                                "the name of the object ({n}) does not match the name on the URL ({name})"
-                            ),
-                        ));
-                    }
+                if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str)
+                    && n != name
+                {
+                    return Err(Status::new(
+                        400,
+                        "BadRequest",
+                        format!(
+                            "the name of the object ({n}) does not match the name on the URL ({name})"
+                        ),
+                    ));
                 }
                 if let (Some(n), Some(ns)) = (
                     obj.pointer("/metadata/namespace").and_then(Value::as_str),
                     req.namespace.as_deref(),
-                ) {
-                    if !n.is_empty() && n != ns && meta.namespaced {
-                        return Err(Status::new(
-                            400,
-                            "BadRequest",
-                            "the namespace of the provided object does not match the namespace sent on the request",
-                        ));
-                    }
+                ) && !n.is_empty()
+                    && n != ns
+                    && meta.namespaced
+                {
+                    return Err(Status::new(
+                        400,
+                        "BadRequest",
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
                 }
             }
             Change::Put(obj)
@@ -527,7 +533,7 @@ impl Store {
                                 Some(s) => next["status"] = s.clone(),
                                 None => {
                                     if let Some(o) = next.as_object_mut() {
-                                        o.remove("status");
+                                        o.shift_remove("status");
                                     }
                                 }
                             }
@@ -621,6 +627,17 @@ impl Store {
                 )
             })?
         };
+        if meta.group.is_empty()
+            && meta.resource == "namespaces"
+            && matches!(name.as_str(), "default" | "kube-system" | "kube-public")
+        {
+            return Err(Status::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(details(meta, &name)));
+        }
         let pre_uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
         let pre_rv = opts
             .pointer("/preconditions/resourceVersion")
@@ -712,6 +729,9 @@ impl Store {
                 continue;
             }
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if meta.group.is_empty() && meta.resource == "namespaces" {
+                self.delete_namespace_contents(&name).await?;
+            }
             if returns_deleted_object(&meta.resource) {
                 let mut o = cur.obj;
                 set_rv(&mut o, rev);
@@ -742,6 +762,34 @@ impl Store {
             attempts: MAX_ATTEMPTS,
         }
         .into())
+    }
+
+    /// What kube's namespace controller does after a namespace is deleted: remove every
+    /// namespaced object in it (all resources, all groups). The lab does it synchronously,
+    /// before answering the DELETE, instead of through a `Terminating` phase.
+    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
+        let base = format!("{}/", self.prefix);
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                base.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(|e| StoreError::etcd("range", &base, e))?;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if namespace_of_key(&key[base.len()..]) != Some(ns) {
+                continue;
+            }
+            self.client
+                .kv_client()
+                .delete(key.as_str(), None)
+                .await
+                .map_err(|e| StoreError::etcd("delete", &key, e))?;
+        }
+        Ok(())
     }
 
     async fn delete_collection(
@@ -899,22 +947,70 @@ impl ResourceHandler for Store {
     }
 }
 
-/// pods/exec and pods/attach belong to the `exec` module (engineer "exec").
-// TODO(merge exec): replace the body with `super::exec::serve(req, http).await` once the
-// `exec` branch (tests/src/labapi/exec.rs) is merged. This is the single call site.
-async fn connect_exec(
-    req: ResourceRequest,
-    _http: http::Request<hyper::body::Incoming>,
-) -> LabResponse {
-    Status::new(
-        501,
-        "NotImplemented",
-        format!(
-            "pods/{} is served by the lab's exec module, which this build does not include",
-            req.subresource.unwrap_or_default()
-        ),
-    )
-    .response()
+impl Store {
+    /// pods/exec and pods/attach: the pod must exist and the container be one of its own (or
+    /// the only one), as kube-apiserver checks; then the exec module takes the upgrade.
+    async fn connect_exec(
+        &self,
+        req: ResourceRequest,
+        http: http::Request<hyper::body::Incoming>,
+    ) -> LabResponse {
+        let name = match required_name(&req) {
+            Ok(name) => name.to_string(),
+            Err(s) => return s.response(),
+        };
+        let key = self.object_key(&req.meta, req.namespace.as_deref(), &name);
+        let pod = match self.read(&req.meta, &key).await {
+            Ok(Some(cur)) => cur.obj,
+            Ok(None) => return not_found(&req.meta, &name).response(),
+            Err(s) => return s.response(),
+        };
+        let container = Query::parse(http.uri().query())
+            .get("container")
+            .map(str::to_string);
+        if let Err(s) = check_container(&pod, &name, container.as_deref()) {
+            return s.response();
+        }
+        super::exec::serve(req, http).await
+    }
+}
+
+/// kube-apiserver's container check for pods/exec and pods/attach.
+fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiResult<()> {
+    let names = |field: &str| -> Vec<String> {
+        pod["spec"][field]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = names("containers");
+    match container.filter(|c| !c.is_empty()) {
+        None if containers.len() > 1 => Err(Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                containers.join(" ")
+            ),
+        )),
+        None => Ok(()),
+        Some(c)
+            if containers.iter().any(|n| n == c)
+                || names("initContainers").iter().any(|n| n == c)
+                || names("ephemeralContainers").iter().any(|n| n == c) =>
+        {
+            Ok(())
+        }
+        Some(c) => Err(Status::new(
+            400,
+            "BadRequest",
+            format!("container {c} is not valid for pod {pod_name}"),
+        )),
+    }
 }
 
 /// Patch formats by Content-Type.
@@ -1029,17 +1125,18 @@ fn decode_body(
             "couldn't get version/kind; json parse error: the body is not a JSON object",
         ));
     }
-    if let Some(av) = v.get("apiVersion").and_then(Value::as_str) {
-        if av != meta.api_version() && !(meta.resource == "scale" || av == "autoscaling/v1") {
-            return Err(Status::new(
-                400,
-                "BadRequest",
-                format!(
-                    "the API version in the data ({av}) does not match the expected API version ({})",
-                    meta.api_version()
-                ),
-            ));
-        }
+    if let Some(av) = v.get("apiVersion").and_then(Value::as_str)
+        && av != meta.api_version()
+        && !(meta.resource == "scale" || av == "autoscaling/v1")
+    {
+        return Err(Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                meta.api_version()
+            ),
+        ));
     }
     Ok(v)
 }
@@ -1180,6 +1277,20 @@ fn validate(meta: &ResourceMeta, name: &str, obj: &Value) -> ApiResult<()> {
     }
 }
 
+/// The namespace of a key relative to the prefix (see the module docs for the layout):
+/// `<resource>/<ns>/<name>` for core, `<group>/<resource>/<ns>/<name>` otherwise. Groups
+/// are recognised by a dot or as one of the built-in dotless groups.
+fn namespace_of_key(rel: &str) -> Option<&str> {
+    let segs: Vec<&str> = rel.split('/').collect();
+    let is_group =
+        |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
+    match segs.as_slice() {
+        [first, ns, _] if !is_group(first) => Some(ns),
+        [first, _, ns, _] if is_group(first) => Some(ns),
+        _ => None,
+    }
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1218,7 +1329,7 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
             m.insert("namespace".into(), json!(ns));
         }
         None => {
-            m.remove("namespace");
+            m.shift_remove("namespace");
         }
     }
     for k in [
@@ -1228,14 +1339,14 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
         "deletionGracePeriodSeconds",
         "managedFields",
     ] {
-        m.remove(k);
+        m.shift_remove(k);
     }
     m.insert("uid".into(), json!(util::new_uid()));
     m.insert("creationTimestamp".into(), json!(now));
     if tracks_generation(&meta.resource, obj) {
         m.insert("generation".into(), json!(1));
     } else {
-        m.remove("generation");
+        m.shift_remove("generation");
     }
     obj["metadata"] = Value::Object(m);
     if meta.group.is_empty() && meta.resource == "namespaces" {
@@ -1291,25 +1402,25 @@ fn carry_system_fields(meta: &ResourceMeta, cur: &Value, next: &mut Value, name:
                     m.insert(k.into(), v.clone());
                 }
                 None => {
-                    m.remove(k);
+                    m.shift_remove(k);
                 }
             }
         }
-        m.remove("resourceVersion");
-        m.remove("managedFields");
-        m.remove("selfLink");
+        m.shift_remove("resourceVersion");
+        m.shift_remove("managedFields");
+        m.shift_remove("selfLink");
     }
     let spec_of = |v: &Value| {
         let mut o = v.as_object().cloned().unwrap_or_default();
         for k in ["metadata", "status", "kind", "apiVersion"] {
-            o.remove(k);
+            o.shift_remove(k);
         }
         o
     };
-    if let Some(g) = cm.get("generation").and_then(Value::as_i64) {
-        if spec_of(cur) != spec_of(next) {
-            next["metadata"]["generation"] = json!(g + 1);
-        }
+    if let Some(g) = cm.get("generation").and_then(Value::as_i64)
+        && spec_of(cur) != spec_of(next)
+    {
+        next["metadata"]["generation"] = json!(g + 1);
     }
     if let Some(o) = next.as_object_mut() {
         o.insert("kind".into(), json!(meta.kind));
@@ -1325,11 +1436,11 @@ fn canonical(obj: Value) -> Value {
     };
     let mut out = Map::new();
     for k in ["kind", "apiVersion"] {
-        if let Some(v) = o.remove(k) {
+        if let Some(v) = o.shift_remove(k) {
             out.insert(k.into(), v);
         }
     }
-    if let Some(Value::Object(mut m)) = o.remove("metadata") {
+    if let Some(Value::Object(mut m)) = o.shift_remove("metadata") {
         let mut mo = Map::new();
         for k in [
             "name",
@@ -1348,7 +1459,7 @@ fn canonical(obj: Value) -> Value {
             "finalizers",
             "managedFields",
         ] {
-            if let Some(v) = m.remove(k) {
+            if let Some(v) = m.shift_remove(k) {
                 mo.insert(k.into(), v);
             }
         }
@@ -1363,7 +1474,7 @@ fn canonical(obj: Value) -> Value {
 fn to_stored(obj: &Value) -> Vec<u8> {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+        m.shift_remove("resourceVersion");
     }
     serde_json::to_vec(&o).expect("JSON values serialise")
 }
@@ -1410,8 +1521,8 @@ fn set_type(meta: &ResourceMeta, obj: &mut Value) {
 
 fn strip_type(obj: &mut Value) {
     if let Some(o) = obj.as_object_mut() {
-        o.remove("kind");
-        o.remove("apiVersion");
+        o.shift_remove("kind");
+        o.shift_remove("apiVersion");
     }
 }
 
@@ -1505,6 +1616,15 @@ fn scale_of(obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_of_keys() {
+        assert_eq!(namespace_of_key("configmaps/fx/a"), Some("fx"));
+        assert_eq!(namespace_of_key("apps/deployments/fx/d"), Some("fx"));
+        assert_eq!(namespace_of_key("example.com/widgets/fx/w"), Some("fx"));
+        assert_eq!(namespace_of_key("namespaces/fx"), None);
+        assert_eq!(namespace_of_key("resource.k8s.io/deviceclasses/gpu"), None);
+    }
 
     #[test]
     fn prefix_end_is_exclusive_upper_bound() {

@@ -25,7 +25,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             let t = target.as_object_mut().expect("object");
             for (k, v) in p {
                 if v.is_null() {
-                    t.remove(k);
+                    t.shift_remove(k);
                 } else {
                     merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
                 }
@@ -62,7 +62,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), Pa
     };
     if p.get("$patch").and_then(Value::as_str) == Some("replace") {
         let mut p = p.clone();
-        p.remove("$patch");
+        p.shift_remove("$patch");
         *target = Value::Object(p);
         return Ok(());
     }
@@ -81,7 +81,7 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), Pa
             continue;
         }
         if v.is_null() {
-            t.remove(k);
+            t.shift_remove(k);
             continue;
         }
         match (t.get_mut(k), v) {
@@ -188,7 +188,7 @@ fn remove_at(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
     let (segs, last) = split_pointer(path)?;
     match parent_mut(doc, &segs, path)? {
         Value::Object(o) => o
-            .remove(&last)
+            .shift_remove(&last)
             .ok_or_else(|| PatchError(format!("doc is missing path: {path:?}"))),
         Value::Array(a) => {
             let i: usize = last

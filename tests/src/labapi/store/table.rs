@@ -20,7 +20,10 @@ fn column(name: &str, format: &str, desc: &str) -> Value {
     json!({"name": name, "type": "string", "format": format, "description": desc, "priority": 0})
 }
 
-fn status_column(resource: &str) -> Option<(Value, fn(&Value) -> String)> {
+/// Renders one cell from an object.
+type Cell = fn(&Value) -> String;
+
+fn status_column(resource: &str) -> Option<(Value, Cell)> {
     match resource {
         "namespaces" => Some((column("Status", "", "The status of the namespace"), |o| {
             o.pointer("/status/phase")
