@@ -108,10 +108,18 @@ impl Pki {
 /// A running `mvp-lab-apiserver` process (killed on drop).
 struct Lab {
     child: Child,
+    /// The PKI's directory (the `Pki` outlives the `Lab` in every test).
+    pki_dir: PathBuf,
     port: u16,
     audit: PathBuf,
     work: tempfile::TempDir,
     _etcd: Etcd,
+}
+
+impl Lab {
+    fn pki_path(&self, name: &str) -> PathBuf {
+        self.pki_dir.join(name)
+    }
 }
 
 impl Drop for Lab {
@@ -177,6 +185,7 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     Lab {
         child,
+        pki_dir: pki.dir.path().to_path_buf(),
         port,
         audit,
         work,
@@ -227,7 +236,6 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// token (bearer), anon (nothing).
 fn curl(
     lab: &Lab,
-    pki: &Pki,
     identity: &str,
     http2: bool,
     method: &str,
@@ -242,7 +250,7 @@ fn curl(
     cmd.args(["-sS", "-X", method])
         .arg(if http2 { "--http2" } else { "--http1.1" })
         .arg("--cacert")
-        .arg(pki.path("server-ca.crt"))
+        .arg(lab.pki_path("server-ca.crt"))
         .arg("-D")
         .arg(&hdr)
         .arg("-o")
@@ -250,9 +258,9 @@ fn curl(
     match identity {
         "admin" | "alice" | "fp" | "badfp" | "stranger" => {
             cmd.arg("--cert")
-                .arg(pki.path(&format!("{identity}.crt")))
+                .arg(lab.pki_path(&format!("{identity}.crt")))
                 .arg("--key")
-                .arg(pki.path(&format!("{identity}.key")));
+                .arg(lab.pki_path(&format!("{identity}.key")));
         }
         "token" | "anon" => {}
         other => return Err(format!("unknown identity {other}")),
@@ -687,7 +695,7 @@ fn replays_recorded_kube_apiserver_exchanges() {
     test_support::trace::init();
     let pki = Pki::new();
     let lab = start_lab(&pki, "k8s-1.36", &replay_args());
-    let index_reply = curl(&lab, &pki, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
+    let index_reply = curl(&lab, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
     let ours_index: Value = serde_json::from_slice(&index_reply.body).unwrap();
     let our_hash = |p: &str| -> String {
         ours_index["paths"][p]["serverRelativeURL"]
@@ -722,7 +730,6 @@ fn replays_recorded_kube_apiserver_exchanges() {
         }
         let result = curl(
             &lab,
-            &pki,
             &rec.identity,
             rec.http2,
             &rec.method,
@@ -880,7 +887,6 @@ fn kubectl_discovery_whoami_explain_and_crud() {
     for http2 in [true, false] {
         let w = curl(
             &lab,
-            &pki,
             "admin",
             http2,
             "GET",
@@ -940,7 +946,7 @@ fn emulates_1_33_with_a_reshaped_surface() {
         let headers: Vec<(String, String)> = accept
             .map(|a| vec![("accept".to_string(), a.to_string())])
             .unwrap_or_default();
-        curl(&lab, &pki, "admin", true, "GET", path, &headers, None).unwrap()
+        curl(&lab, "admin", true, "GET", path, &headers, None).unwrap()
     };
 
     let v: Value = serde_json::from_slice(&get("/version", None).body).unwrap();
@@ -1013,21 +1019,21 @@ fn authentication_edges() {
     let lab = start_lab(&pki, "k8s-1.36", &[]);
 
     // A certificate from an unknown CA fails the TLS handshake itself.
-    let stranger = curl(&lab, &pki, "stranger", true, "GET", "/version", &[], None);
+    let stranger = curl(&lab, "stranger", true, "GET", "/version", &[], None);
     assert!(
         stranger.is_err(),
         "untrusted client certificate was accepted: {stranger:?}"
     );
 
     // Anonymous may read /version and health, nothing else.
-    let version = curl(&lab, &pki, "anon", false, "GET", "/version", &[], None).unwrap();
+    let version = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();
     assert_eq!(version.status, 200);
-    let livez = curl(&lab, &pki, "anon", false, "GET", "/livez", &[], None).unwrap();
+    let livez = curl(&lab, "anon", false, "GET", "/livez", &[], None).unwrap();
     assert_eq!(
         (livez.status, livez.body.as_slice()),
         (200, b"ok".as_slice())
     );
-    let api = curl(&lab, &pki, "anon", false, "GET", "/api", &[], None).unwrap();
+    let api = curl(&lab, "anon", false, "GET", "/api", &[], None).unwrap();
     assert_eq!(api.status, 403);
 
     // Anonymous over HTTP/2: answered, then GOAWAY (kube-apiserver's DoS mitigation);
@@ -1061,43 +1067,13 @@ fn authentication_edges() {
 
     // Bearer tokens: a known one authenticates, an unknown one is 401 even alongside nothing.
     let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
-    let ok = curl(
-        &lab,
-        &pki,
-        "token",
-        true,
-        "GET",
-        "/apis",
-        &bearer(TOKEN),
-        None,
-    )
-    .unwrap();
+    let ok = curl(&lab, "token", true, "GET", "/apis", &bearer(TOKEN), None).unwrap();
     assert_eq!(ok.status, 200);
-    let bad = curl(
-        &lab,
-        &pki,
-        "anon",
-        true,
-        "GET",
-        "/apis",
-        &bearer("nope"),
-        None,
-    )
-    .unwrap();
+    let bad = curl(&lab, "anon", true, "GET", "/apis", &bearer("nope"), None).unwrap();
     assert_eq!(bad.status, 401);
 
     // A valid client certificate wins over a bad token (kube's union authenticator).
-    let both = curl(
-        &lab,
-        &pki,
-        "admin",
-        true,
-        "GET",
-        "/apis",
-        &bearer("nope"),
-        None,
-    )
-    .unwrap();
+    let both = curl(&lab, "admin", true, "GET", "/apis", &bearer("nope"), None).unwrap();
     assert_eq!(both.status, 200);
 
     // The audit log records who reached the server, from which TCP peer.
@@ -1138,7 +1114,7 @@ fn bad_input_gets_kube_shaped_answers() {
     let pki = Pki::new();
     let lab = start_lab(&pki, "k8s-1.36", &[]);
     let call = |method: &str, path: &str, body: Option<&[u8]>| {
-        curl(&lab, &pki, "admin", true, method, path, &[], body).unwrap()
+        curl(&lab, "admin", true, method, path, &[], body).unwrap()
     };
     let status = |r: &Reply| -> Value { serde_json::from_slice(&r.body).unwrap() };
 
@@ -1195,7 +1171,6 @@ fn bad_input_gets_kube_shaped_answers() {
     // Unsupported discovery media type: the discovery 406.
     let r = curl(
         &lab,
-        &pki,
         "admin",
         true,
         "GET",
