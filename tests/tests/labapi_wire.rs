@@ -19,8 +19,6 @@
 //!   issuer). Headers, caching, 304 and `?hash=` pinning behave as recorded.
 //! - SelfSubjectReview: `creationTimestamp` and the x509 credential-id hash differ (other
 //!   certificates); everything else matches.
-//! - Anonymous HTTP/2 requests: kube-apiserver sends GOAWAY after the 403; the lab keeps the
-//!   connection open. Status and body match.
 //! - `x-kubernetes-pf-*` uids are fixed per lab process (present where recorded).
 //! - `frontproxy-list-configmaps-default` (served by the storage layer): status, headers,
 //!   kind and items are compared, plus the identity that reached the server (audit log: bob,
@@ -110,10 +108,18 @@ impl Pki {
 /// A running `mvp-lab-apiserver` process (killed on drop).
 struct Lab {
     child: Child,
+    /// The PKI's directory (the `Pki` outlives the `Lab` in every test).
+    pki_dir: PathBuf,
     port: u16,
     audit: PathBuf,
     work: tempfile::TempDir,
     _etcd: Etcd,
+}
+
+impl Lab {
+    fn pki_path(&self, name: &str) -> PathBuf {
+        self.pki_dir.join(name)
+    }
 }
 
 impl Drop for Lab {
@@ -179,6 +185,7 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     Lab {
         child,
+        pki_dir: pki.dir.path().to_path_buf(),
         port,
         audit,
         work,
@@ -229,7 +236,6 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// token (bearer), anon (nothing).
 fn curl(
     lab: &Lab,
-    pki: &Pki,
     identity: &str,
     http2: bool,
     method: &str,
@@ -244,7 +250,7 @@ fn curl(
     cmd.args(["-sS", "-X", method])
         .arg(if http2 { "--http2" } else { "--http1.1" })
         .arg("--cacert")
-        .arg(pki.path("server-ca.crt"))
+        .arg(lab.pki_path("server-ca.crt"))
         .arg("-D")
         .arg(&hdr)
         .arg("-o")
@@ -252,9 +258,9 @@ fn curl(
     match identity {
         "admin" | "alice" | "fp" | "badfp" | "stranger" => {
             cmd.arg("--cert")
-                .arg(pki.path(&format!("{identity}.crt")))
+                .arg(lab.pki_path(&format!("{identity}.crt")))
                 .arg("--key")
-                .arg(pki.path(&format!("{identity}.key")));
+                .arg(lab.pki_path(&format!("{identity}.key")));
         }
         "token" | "anon" => {}
         other => return Err(format!("unknown identity {other}")),
@@ -689,7 +695,7 @@ fn replays_recorded_kube_apiserver_exchanges() {
     test_support::trace::init();
     let pki = Pki::new();
     let lab = start_lab(&pki, "k8s-1.36", &replay_args());
-    let index_reply = curl(&lab, &pki, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
+    let index_reply = curl(&lab, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
     let ours_index: Value = serde_json::from_slice(&index_reply.body).unwrap();
     let our_hash = |p: &str| -> String {
         ours_index["paths"][p]["serverRelativeURL"]
@@ -724,7 +730,6 @@ fn replays_recorded_kube_apiserver_exchanges() {
         }
         let result = curl(
             &lab,
-            &pki,
             &rec.identity,
             rec.http2,
             &rec.method,
@@ -754,4 +759,429 @@ fn replays_recorded_kube_apiserver_exchanges() {
         "only {} exchanges replayed",
         covered.len()
     );
+}
+
+/// A kubeconfig for the admin client certificate.
+fn kubeconfig(lab: &Lab, pki: &Pki) -> PathBuf {
+    let path = lab.work.path().join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://127.0.0.1:{port}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\ncontexts:\n- name: lab\n  context:\n    cluster: lab\n    user: admin\ncurrent-context: lab\n",
+        port = lab.port,
+        ca = pki.path("server-ca.crt").display(),
+        crt = pki.path("admin.crt").display(),
+        key = pki.path("admin.key").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs kubectl against the lab; panics with its stderr on failure.
+fn kubectl(lab: &Lab, pki: &Pki, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig(lab, pki))
+        .arg("--cache-dir")
+        .arg(lab.work.path().join("kube-cache"))
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn kubectl_discovery_whoami_explain_and_crud() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &replay_args());
+
+    // api-versions: exactly the recorded server's group/versions.
+    let recorded: Value = serde_json::from_slice(
+        &std::fs::read(recorded_dir().join("discovery-apis-legacy.json")).unwrap(),
+    )
+    .unwrap();
+    let mut want: BTreeSet<String> = recorded["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["versions"].as_array().unwrap().iter())
+        .map(|v| v["groupVersion"].as_str().unwrap().to_string())
+        .collect();
+    want.insert("v1".into());
+    let got: BTreeSet<String> = kubectl(&lab, &pki, &["api-versions"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(got, want);
+
+    // api-resources: one row per preferred-version resource, with scope and kind.
+    let resources = kubectl(&lab, &pki, &["api-resources", "--no-headers"]);
+    let row = |name: &str| -> Vec<String> {
+        resources
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|cols| cols[0] == name)
+            .unwrap_or_else(|| panic!("{name} not in api-resources:\n{resources}"))
+    };
+    assert_eq!(
+        row("deployments")[1..],
+        ["deploy", "apps/v1", "true", "Deployment"]
+    );
+    assert_eq!(row("namespaces")[1..], ["ns", "v1", "false", "Namespace"]);
+    assert_eq!(
+        row("selfsubjectreviews")[1..],
+        ["authentication.k8s.io/v1", "false", "SelfSubjectReview"]
+    );
+
+    // auth whoami: the x509 identity as the server saw it.
+    let who: Value =
+        serde_json::from_str(&kubectl(&lab, &pki, &["auth", "whoami", "-o", "json"])).unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "realapi-admin");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:masters", "system:authenticated"])
+    );
+
+    // explain: found through the OpenAPI v3 index and the apps/v1 document.
+    let explain = kubectl(&lab, &pki, &["explain", "deployments"]);
+    assert!(
+        explain.contains("Deployment") && explain.contains("apps") && explain.contains("FIELDS:"),
+        "kubectl explain deployments:\n{explain}"
+    );
+    let explain_spec = kubectl(&lab, &pki, &["explain", "pods.metadata"]);
+    assert!(
+        explain_spec.contains("ObjectMeta"),
+        "kubectl explain pods.metadata:\n{explain_spec}"
+    );
+
+    // A write and a read through the whole stack (classification → storage).
+    // (`kubectl create -f` sends JSON; `kubectl create namespace` would send protobuf,
+    // which the storage layer does not decode.)
+    let manifest = lab.work.path().join("objects.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: lab\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n  namespace: lab\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    kubectl(&lab, &pki, &["create", "-f", manifest.to_str().unwrap()]);
+    let a = kubectl(
+        &lab,
+        &pki,
+        &[
+            "-n",
+            "lab",
+            "get",
+            "configmap",
+            "cm",
+            "-o",
+            "jsonpath={.data.a}",
+        ],
+    );
+    assert_eq!(a, "b");
+    // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
+    // lists the existing object as ADDED and ends on the server's timeout.
+    for http2 in [true, false] {
+        let w = curl(
+            &lab,
+            "admin",
+            http2,
+            "GET",
+            "/api/v1/namespaces/lab/configmaps?watch=true&timeoutSeconds=1",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.status, 200);
+        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "watch event is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&w.body)
+                )
+            });
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["metadata"]["name"], "cm");
+    }
+
+    let audit = std::fs::read_to_string(&lab.audit).unwrap();
+    assert!(
+        audit.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["verb"] == "create"
+                && v["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/api/v1/namespaces/lab/configmaps"))
+                && v["user"] == "realapi-admin"
+                && v["code"] == 201
+        }),
+        "audit log lacks the configmap create:\n{audit}"
+    );
+}
+
+#[test]
+fn emulates_1_33_with_a_reshaped_surface() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let args: Vec<String> = [
+        "--emulated-version",
+        "1.33.4",
+        "--add-resource",
+        "example.com/v1/widgets=Widget,namespaced,status",
+        "--add-resource",
+        "example.com/v1/gadgets=Gadget,cluster",
+        "--remove-resource",
+        "apps/v1/daemonsets",
+        "--remove-group-version",
+        "storagemigration.k8s.io/v1alpha1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let lab = start_lab(&pki, "k8s-1.33", &args);
+    let get = |path: &str, accept: Option<&str>| {
+        let headers: Vec<(String, String)> = accept
+            .map(|a| vec![("accept".to_string(), a.to_string())])
+            .unwrap_or_default();
+        curl(&lab, "admin", true, "GET", path, &headers, None).unwrap()
+    };
+
+    let v: Value = serde_json::from_slice(&get("/version", None).body).unwrap();
+    assert_eq!(
+        (v["gitVersion"].as_str(), v["minor"].as_str()),
+        (Some("v1.33.4"), Some("33"))
+    );
+
+    let widgets: Value = serde_json::from_slice(&get("/apis/example.com/v1", None).body).unwrap();
+    assert_eq!(widgets["groupVersion"], "example.com/v1");
+    let names: Vec<&str> = widgets["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gadgets", "widgets", "widgets/status"]);
+    assert_eq!(widgets["resources"][0]["namespaced"], false);
+    assert_eq!(widgets["resources"][1]["namespaced"], true);
+
+    let apps: Value = serde_json::from_slice(&get("/apis/apps/v1", None).body).unwrap();
+    assert!(!apps.to_string().contains("\"daemonsets\""));
+    assert!(apps.to_string().contains("\"deployments\""));
+    assert_eq!(get("/apis/storagemigration.k8s.io", None).status, 404);
+
+    // Aggregated discovery knows the added group; v2beta1 is gone since 1.33.
+    let agg = get(
+        "/apis",
+        Some("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"),
+    );
+    assert!(String::from_utf8_lossy(&agg.body).contains("\"name\":\"example.com\""));
+    let beta = get(
+        "/apis",
+        Some("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"),
+    );
+    assert_eq!(beta.status, 406);
+
+    // The added resource is routable: a cluster-scoped one under a namespace is not.
+    assert_eq!(
+        get("/apis/example.com/v1/namespaces/default/gadgets", None).status,
+        404
+    );
+    assert_eq!(
+        get("/apis/apps/v1/namespaces/default/daemonsets", None).status,
+        404
+    );
+    assert_eq!(
+        get("/apis/example.com/v1/namespaces/default/widgets", None).status,
+        200
+    );
+
+    // kubectl sees the same surface.
+    let resources = kubectl(
+        &lab,
+        &pki,
+        &[
+            "api-resources",
+            "--api-group",
+            "example.com",
+            "--no-headers",
+        ],
+    );
+    assert_eq!(resources.lines().count(), 2, "{resources}");
+}
+
+#[test]
+fn authentication_edges() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+
+    // A certificate from an unknown CA fails the TLS handshake itself.
+    let stranger = curl(&lab, "stranger", true, "GET", "/version", &[], None);
+    assert!(
+        stranger.is_err(),
+        "untrusted client certificate was accepted: {stranger:?}"
+    );
+
+    // Anonymous may read /version and health, nothing else.
+    let version = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();
+    assert_eq!(version.status, 200);
+    let livez = curl(&lab, "anon", false, "GET", "/livez", &[], None).unwrap();
+    assert_eq!(
+        (livez.status, livez.body.as_slice()),
+        (200, b"ok".as_slice())
+    );
+    let api = curl(&lab, "anon", false, "GET", "/api", &[], None).unwrap();
+    assert_eq!(api.status, 403);
+
+    // Anonymous over HTTP/2: answered, then GOAWAY (kube-apiserver's DoS mitigation);
+    // authenticated connections stay open.
+    let verbose = |cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sv", "--http2", "-o", "/dev/null", "--cacert"])
+            .arg(pki.path("server-ca.crt"));
+        if cert {
+            cmd.arg("--cert")
+                .arg(pki.path("admin.crt"))
+                .arg("--key")
+                .arg(pki.path("admin.key"));
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let anon_notes = verbose(false);
+    assert!(
+        anon_notes.contains("GOAWAY"),
+        "no GOAWAY for anonymous h2:\n{anon_notes}"
+    );
+    let admin_notes = verbose(true);
+    assert!(
+        !admin_notes.contains("GOAWAY"),
+        "GOAWAY for an authenticated caller:\n{admin_notes}"
+    );
+
+    // Bearer tokens: a known one authenticates, an unknown one is 401 even alongside nothing.
+    let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
+    let ok = curl(&lab, "token", true, "GET", "/apis", &bearer(TOKEN), None).unwrap();
+    assert_eq!(ok.status, 200);
+    let bad = curl(&lab, "anon", true, "GET", "/apis", &bearer("nope"), None).unwrap();
+    assert_eq!(bad.status, 401);
+
+    // A valid client certificate wins over a bad token (kube's union authenticator).
+    let both = curl(&lab, "admin", true, "GET", "/apis", &bearer("nope"), None).unwrap();
+    assert_eq!(both.status, 200);
+
+    // The audit log records who reached the server, from which TCP peer.
+    let audit = std::fs::read_to_string(&lab.audit).unwrap();
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let token_line = lines
+        .iter()
+        .find(|l| l["user"] == "token-admin")
+        .expect("token request audited");
+    assert_eq!(
+        token_line["groups"],
+        serde_json::json!(["system:masters", "system:authenticated"])
+    );
+    assert_eq!(token_line["verb"], "get");
+    let src = token_line["sourceAddress"].as_str().unwrap();
+    assert!(
+        src.starts_with("127.0.0.1:") && src.len() > "127.0.0.1:".len(),
+        "{src}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["code"] == 401 && l["user"].is_null())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["code"] == 403 && l["user"] == "system:anonymous")
+    );
+}
+
+#[test]
+fn bad_input_gets_kube_shaped_answers() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    let call = |method: &str, path: &str, body: Option<&[u8]>| {
+        curl(&lab, "admin", true, method, path, &[], body).unwrap()
+    };
+    let status = |r: &Reply| -> Value { serde_json::from_slice(&r.body).unwrap() };
+
+    // A verb the resource does not serve: 405 MethodNotAllowed Status.
+    let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+
+    // A subresource the resource does not have, a cluster-scoped resource in a namespace,
+    // a resource of another group: the JSON 404.
+    for path in [
+        "/api/v1/namespaces/default/configmaps/x/status",
+        "/api/v1/namespaces/default/nodes",
+        "/apis/apps/v1/namespaces/default/pods",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            status(&r)["message"],
+            "the server could not find the requested resource",
+            "{path}"
+        );
+    }
+
+    // Paths no router serves: Go's plain-text 404.
+    for path in [
+        "/apis//v1/pods",
+        "/api/v1/watch",
+        "/openapi/v3/apis/example.com/v1",
+        "/healthz/nope",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (404, b"404 page not found\n".as_slice()),
+            "{path}"
+        );
+    }
+
+    // A SelfSubjectReview that is not JSON: 400 Status, not a crash.
+    let r = call(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(b"{not json"),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(status(&r)["reason"], "BadRequest");
+
+    // Percent-encoded path segments are decoded before routing.
+    let r = call("GET", "/api/v1/namespaces/default/config%6Daps", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r)["kind"], "ConfigMapList");
+
+    // Unsupported discovery media type: the discovery 406.
+    let r = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/apis",
+        &[("accept".into(), "application/xml".into())],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 406);
+    assert_eq!(status(&r)["reason"], "NotAcceptable");
+
+    // The server still answers after all that.
+    assert_eq!(call("GET", "/readyz", None).status, 200);
 }

@@ -1,6 +1,8 @@
 //! OpenAPI v3 as kube-apiserver publishes it: an index at `/openapi/v3` pointing at one
 //! document per group/version (`?hash=<etag>` URLs). The lab's documents are generated from
-//! the surface: one loose object schema per kind carrying `x-kubernetes-group-version-kind`,
+//! the surface: one loose object schema per kind carrying `x-kubernetes-group-version-kind`
+//! and its list and PATCH paths (how `kubectl explain` maps a resource to its kind, and how
+//! kubectl checks for server-side field validation);
 //! enough for `kubectl explain` and client-side schema lookups, not full field schemas.
 use std::collections::BTreeMap;
 
@@ -75,11 +77,53 @@ fn schema_name(group: &str, version: &str, kind: &str) -> String {
     format!("io.k8s.api.{short}.{version}.{kind}")
 }
 
-fn doc(info_version: &str, schemas: serde_json::Map<String, Value>) -> Doc {
+/// The list operation of a resource: `kubectl explain` finds a GVR's kind through the
+/// `x-kubernetes-group-version-kind` of its collection path.
+fn list_path(group: &str, version: &str, kind: &str, schema: &str) -> Value {
+    json!({
+        "get": {
+            "description": format!("list or watch objects of kind {kind}"),
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+                "401": {"description": "Unauthorized"},
+            },
+            "x-kubernetes-action": "list",
+            "x-kubernetes-group-version-kind": {"group": group, "kind": kind, "version": version},
+        }
+    })
+}
+
+/// The item path's PATCH: kubectl's field-validation check looks for the
+/// `fieldValidation` parameter on the PATCH operation of the kind.
+fn item_path(group: &str, version: &str, kind: &str, schema: &str) -> Value {
+    let query = |name: &str, description: &str| json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}});
+    json!({
+        "patch": {
+            "description": format!("partially update the specified {kind}"),
+            "parameters": [
+                query("dryRun", "When present, indicates that modifications should not be persisted."),
+                query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
+                query("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request containing unknown or duplicate fields."),
+            ],
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+                "401": {"description": "Unauthorized"},
+            },
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {"group": group, "kind": kind, "version": version},
+        }
+    })
+}
+
+fn doc(
+    info_version: &str,
+    paths: serde_json::Map<String, Value>,
+    schemas: serde_json::Map<String, Value>,
+) -> Doc {
     let mut v = json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": info_version},
-        "paths": {},
+        "paths": paths,
     });
     if !schemas.is_empty() {
         v["components"] = json!({ "schemas": schemas });
@@ -94,18 +138,27 @@ impl OpenApi {
     pub fn new(surface: &Surface, info_version: &str) -> OpenApi {
         let mut docs = BTreeMap::new();
         for p in ["api", "apis", "version"] {
-            docs.insert(p.to_string(), doc(info_version, Default::default()));
+            docs.insert(
+                p.to_string(),
+                doc(info_version, Default::default(), Default::default()),
+            );
         }
         for g in surface.all_groups() {
             let group = g.metadata.name.as_str();
             if !group.is_empty() {
                 docs.insert(
                     format!("apis/{group}"),
-                    doc(info_version, Default::default()),
+                    doc(info_version, Default::default(), Default::default()),
                 );
             }
             for v in &g.versions {
+                let path = if group.is_empty() {
+                    format!("api/{}", v.version)
+                } else {
+                    format!("apis/{group}/{}", v.version)
+                };
                 let mut schemas = serde_json::Map::new();
+                let mut paths = serde_json::Map::new();
                 schemas.insert(OBJECT_META.into(), object_meta_schema());
                 for r in &v.resources {
                     let kind = r
@@ -116,16 +169,24 @@ impl OpenApi {
                     if kind.is_empty() {
                         continue;
                     }
+                    let name = schema_name(group, &v.version, kind);
+                    let collection = if r.scope == "Namespaced" {
+                        format!("/{path}/namespaces/{{namespace}}/{}", r.resource)
+                    } else {
+                        format!("/{path}/{}", r.resource)
+                    };
+                    if r.verbs.iter().any(|v| v == "patch") {
+                        paths.insert(
+                            format!("{collection}/{{name}}"),
+                            item_path(group, &v.version, kind, &name),
+                        );
+                    }
+                    paths.insert(collection, list_path(group, &v.version, kind, &name));
                     schemas
-                        .entry(schema_name(group, &v.version, kind))
+                        .entry(name)
                         .or_insert_with(|| kind_schema(group, &v.version, kind));
                 }
-                let path = if group.is_empty() {
-                    format!("api/{}", v.version)
-                } else {
-                    format!("apis/{group}/{}", v.version)
-                };
-                docs.insert(path, doc(info_version, schemas));
+                docs.insert(path, doc(info_version, paths, schemas));
             }
         }
         let paths: serde_json::Map<String, Value> = docs
