@@ -1061,6 +1061,102 @@ async fn patches_status_subresource_generation_and_finalizers() -> Result<()> {
     assert_eq!(r.status, 200);
     assert_eq!(n.get(&format!("{CMS}/fin")).await?.status, 404);
 
+    // Deleting a namespace removes what is in it; system namespaces cannot be deleted.
+    let r = n.delete("/api/v1/namespaces/default").await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["message"],
+        "namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    n.create_ok("/api/v1/namespaces", json!({"metadata": {"name": "gone"}}))
+        .await?;
+    n.create_ok("/api/v1/namespaces/gone/configmaps", cm("c", "v"))
+        .await?;
+    n.create_ok(
+        "/apis/apps/v1/namespaces/gone/deployments",
+        json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}}),
+    )
+    .await?;
+    let r = n.delete("/api/v1/namespaces/gone").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"]["phase"], "Terminating");
+    assert_eq!(
+        n.get("/api/v1/namespaces/gone/configmaps/c").await?.status,
+        404
+    );
+    assert_eq!(
+        n.get("/apis/apps/v1/namespaces/gone/deployments/d")
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(
+        n.get(&format!("{deps}/d")).await?.status,
+        200,
+        "other namespaces untouched"
+    );
+
+    // ?dryRun=All checks everything and writes nothing.
+    let r = n
+        .req(
+            "POST",
+            &format!("{CMS}?dryRun=All"),
+            &[],
+            &cm("dry", "v").to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["metadata"]["name"], "dry");
+    assert_eq!(n.get(&format!("{CMS}/dry")).await?.status, 404);
+    let r = n
+        .req("DELETE", &format!("{deps}/d?dryRun=All"), &[], "")
+        .await?;
+    assert_eq!(r.status, 200);
+    let before = n.get(&format!("{deps}/d")).await?.json();
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{deps}/d?dryRun=All"),
+            &[("content-type", "application/merge-patch+json")],
+            r#"{"spec":{"replicas":9}}"#,
+        )
+        .await?;
+    assert_eq!(r.json()["spec"]["replicas"], 9);
+    assert_eq!(
+        n.get(&format!("{deps}/d")).await?.json(),
+        before,
+        "dry runs leave the object alone"
+    );
+
+    // Server-side apply (approximated as a strategic merge): creates, then merges.
+    let apply = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  {data}\n")
+    };
+    let ct = [("content-type", "application/apply-patch+yaml")];
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{CMS}/ssa?fieldManager=t"),
+            &ct,
+            &apply("a: '1'"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{CMS}/ssa?fieldManager=t"),
+            &ct,
+            &apply("b: '2'"),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"], json!({"a": "1", "b": "2"}));
+    let r = n
+        .req("PATCH", &format!("{CMS}/ssa"), &ct, "- not an object")
+        .await?;
+    assert_eq!(r.status, 400);
+
     // deletecollection by label.
     for (name, l) in [("dc-1", "x"), ("dc-2", "x"), ("dc-3", "y")] {
         let mut o = cm(name, "v");

@@ -19,8 +19,6 @@
 //!   issuer). Headers, caching, 304 and `?hash=` pinning behave as recorded.
 //! - SelfSubjectReview: `creationTimestamp` and the x509 credential-id hash differ (other
 //!   certificates); everything else matches.
-//! - Anonymous HTTP/2 requests: kube-apiserver sends GOAWAY after the 403; the lab keeps the
-//!   connection open. Status and body match.
 //! - `x-kubernetes-pf-*` uids are fixed per lab process (present where recorded).
 //! - `frontproxy-list-configmaps-default` (served by the storage layer): status, headers,
 //!   kind and items are compared, plus the identity that reached the server (audit log: bob,
@@ -110,10 +108,18 @@ impl Pki {
 /// A running `mvp-lab-apiserver` process (killed on drop).
 struct Lab {
     child: Child,
+    /// The PKI's directory (the `Pki` outlives the `Lab` in every test).
+    pki_dir: PathBuf,
     port: u16,
     audit: PathBuf,
     work: tempfile::TempDir,
     _etcd: Etcd,
+}
+
+impl Lab {
+    fn pki_path(&self, name: &str) -> PathBuf {
+        self.pki_dir.join(name)
+    }
 }
 
 impl Drop for Lab {
@@ -179,6 +185,7 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
     Lab {
         child,
+        pki_dir: pki.dir.path().to_path_buf(),
         port,
         audit,
         work,
@@ -229,7 +236,6 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// token (bearer), anon (nothing).
 fn curl(
     lab: &Lab,
-    pki: &Pki,
     identity: &str,
     http2: bool,
     method: &str,
@@ -244,7 +250,7 @@ fn curl(
     cmd.args(["-sS", "-X", method])
         .arg(if http2 { "--http2" } else { "--http1.1" })
         .arg("--cacert")
-        .arg(pki.path("server-ca.crt"))
+        .arg(lab.pki_path("server-ca.crt"))
         .arg("-D")
         .arg(&hdr)
         .arg("-o")
@@ -252,9 +258,9 @@ fn curl(
     match identity {
         "admin" | "alice" | "fp" | "badfp" | "stranger" => {
             cmd.arg("--cert")
-                .arg(pki.path(&format!("{identity}.crt")))
+                .arg(lab.pki_path(&format!("{identity}.crt")))
                 .arg("--key")
-                .arg(pki.path(&format!("{identity}.key")));
+                .arg(lab.pki_path(&format!("{identity}.key")));
         }
         "token" | "anon" => {}
         other => return Err(format!("unknown identity {other}")),
@@ -689,7 +695,7 @@ fn replays_recorded_kube_apiserver_exchanges() {
     test_support::trace::init();
     let pki = Pki::new();
     let lab = start_lab(&pki, "k8s-1.36", &replay_args());
-    let index_reply = curl(&lab, &pki, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
+    let index_reply = curl(&lab, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
     let ours_index: Value = serde_json::from_slice(&index_reply.body).unwrap();
     let our_hash = |p: &str| -> String {
         ours_index["paths"][p]["serverRelativeURL"]
@@ -724,7 +730,6 @@ fn replays_recorded_kube_apiserver_exchanges() {
         }
         let result = curl(
             &lab,
-            &pki,
             &rec.identity,
             rec.http2,
             &rec.method,
@@ -877,6 +882,31 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         ],
     );
     assert_eq!(a, "b");
+    // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
+    // lists the existing object as ADDED and ends on the server's timeout.
+    for http2 in [true, false] {
+        let w = curl(
+            &lab,
+            "admin",
+            http2,
+            "GET",
+            "/api/v1/namespaces/lab/configmaps?watch=true&timeoutSeconds=1",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.status, 200);
+        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "watch event is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&w.body)
+                )
+            });
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["metadata"]["name"], "cm");
+    }
+
     let audit = std::fs::read_to_string(&lab.audit).unwrap();
     assert!(
         audit.lines().any(|l| {
@@ -916,7 +946,7 @@ fn emulates_1_33_with_a_reshaped_surface() {
         let headers: Vec<(String, String)> = accept
             .map(|a| vec![("accept".to_string(), a.to_string())])
             .unwrap_or_default();
-        curl(&lab, &pki, "admin", true, "GET", path, &headers, None).unwrap()
+        curl(&lab, "admin", true, "GET", path, &headers, None).unwrap()
     };
 
     let v: Value = serde_json::from_slice(&get("/version", None).body).unwrap();
@@ -989,62 +1019,61 @@ fn authentication_edges() {
     let lab = start_lab(&pki, "k8s-1.36", &[]);
 
     // A certificate from an unknown CA fails the TLS handshake itself.
-    let stranger = curl(&lab, &pki, "stranger", true, "GET", "/version", &[], None);
+    let stranger = curl(&lab, "stranger", true, "GET", "/version", &[], None);
     assert!(
         stranger.is_err(),
         "untrusted client certificate was accepted: {stranger:?}"
     );
 
     // Anonymous may read /version and health, nothing else.
-    let version = curl(&lab, &pki, "anon", false, "GET", "/version", &[], None).unwrap();
+    let version = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();
     assert_eq!(version.status, 200);
-    let livez = curl(&lab, &pki, "anon", false, "GET", "/livez", &[], None).unwrap();
+    let livez = curl(&lab, "anon", false, "GET", "/livez", &[], None).unwrap();
     assert_eq!(
         (livez.status, livez.body.as_slice()),
         (200, b"ok".as_slice())
     );
-    let api = curl(&lab, &pki, "anon", false, "GET", "/api", &[], None).unwrap();
+    let api = curl(&lab, "anon", false, "GET", "/api", &[], None).unwrap();
     assert_eq!(api.status, 403);
+
+    // Anonymous over HTTP/2: answered, then GOAWAY (kube-apiserver's DoS mitigation);
+    // authenticated connections stay open.
+    let verbose = |cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sv", "--http2", "-o", "/dev/null", "--cacert"])
+            .arg(pki.path("server-ca.crt"));
+        if cert {
+            cmd.arg("--cert")
+                .arg(pki.path("admin.crt"))
+                .arg("--key")
+                .arg(pki.path("admin.key"));
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let anon_notes = verbose(false);
+    assert!(
+        anon_notes.contains("GOAWAY"),
+        "no GOAWAY for anonymous h2:\n{anon_notes}"
+    );
+    let admin_notes = verbose(true);
+    assert!(
+        !admin_notes.contains("GOAWAY"),
+        "GOAWAY for an authenticated caller:\n{admin_notes}"
+    );
 
     // Bearer tokens: a known one authenticates, an unknown one is 401 even alongside nothing.
     let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
-    let ok = curl(
-        &lab,
-        &pki,
-        "token",
-        true,
-        "GET",
-        "/apis",
-        &bearer(TOKEN),
-        None,
-    )
-    .unwrap();
+    let ok = curl(&lab, "token", true, "GET", "/apis", &bearer(TOKEN), None).unwrap();
     assert_eq!(ok.status, 200);
-    let bad = curl(
-        &lab,
-        &pki,
-        "anon",
-        true,
-        "GET",
-        "/apis",
-        &bearer("nope"),
-        None,
-    )
-    .unwrap();
+    let bad = curl(&lab, "anon", true, "GET", "/apis", &bearer("nope"), None).unwrap();
     assert_eq!(bad.status, 401);
 
     // A valid client certificate wins over a bad token (kube's union authenticator).
-    let both = curl(
-        &lab,
-        &pki,
-        "admin",
-        true,
-        "GET",
-        "/apis",
-        &bearer("nope"),
-        None,
-    )
-    .unwrap();
+    let both = curl(&lab, "admin", true, "GET", "/apis", &bearer("nope"), None).unwrap();
     assert_eq!(both.status, 200);
 
     // The audit log records who reached the server, from which TCP peer.
@@ -1077,4 +1106,82 @@ fn authentication_edges() {
             .iter()
             .any(|l| l["code"] == 403 && l["user"] == "system:anonymous")
     );
+}
+
+#[test]
+fn bad_input_gets_kube_shaped_answers() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    let call = |method: &str, path: &str, body: Option<&[u8]>| {
+        curl(&lab, "admin", true, method, path, &[], body).unwrap()
+    };
+    let status = |r: &Reply| -> Value { serde_json::from_slice(&r.body).unwrap() };
+
+    // A verb the resource does not serve: 405 MethodNotAllowed Status.
+    let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+
+    // A subresource the resource does not have, a cluster-scoped resource in a namespace,
+    // a resource of another group: the JSON 404.
+    for path in [
+        "/api/v1/namespaces/default/configmaps/x/status",
+        "/api/v1/namespaces/default/nodes",
+        "/apis/apps/v1/namespaces/default/pods",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            status(&r)["message"],
+            "the server could not find the requested resource",
+            "{path}"
+        );
+    }
+
+    // Paths no router serves: Go's plain-text 404.
+    for path in [
+        "/apis//v1/pods",
+        "/api/v1/watch",
+        "/openapi/v3/apis/example.com/v1",
+        "/healthz/nope",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (404, b"404 page not found\n".as_slice()),
+            "{path}"
+        );
+    }
+
+    // A SelfSubjectReview that is not JSON: 400 Status, not a crash.
+    let r = call(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(b"{not json"),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(status(&r)["reason"], "BadRequest");
+
+    // Percent-encoded path segments are decoded before routing.
+    let r = call("GET", "/api/v1/namespaces/default/config%6Daps", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r)["kind"], "ConfigMapList");
+
+    // Unsupported discovery media type: the discovery 406.
+    let r = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/apis",
+        &[("accept".into(), "application/xml".into())],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 406);
+    assert_eq!(status(&r)["reason"], "NotAcceptable");
+
+    // The server still answers after all that.
+    assert_eq!(call("GET", "/readyz", None).status, 200);
 }

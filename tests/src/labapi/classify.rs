@@ -78,7 +78,7 @@ fn query_flag(query: Option<&str>, key: &str) -> bool {
         .any(|(_, v)| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
-fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<String> {
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -97,7 +97,10 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, mut rest) = match parts.first() {
         Some(&"api") if parts.len() >= 3 => ("", parts[1], &parts[2..]),
-        Some(&"apis") if parts.len() >= 4 => (parts[1], parts[2], &parts[3..]),
+        // An empty group segment (`/apis//v1/...`) is not the core group.
+        Some(&"apis") if parts.len() >= 4 && !parts[1].is_empty() => {
+            (parts[1], parts[2], &parts[3..])
+        }
         _ => return non_resource(),
     };
     let mut verb = if matches!(rest[0], "watch" | "proxy") {
@@ -121,13 +124,11 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
     };
     // Like kube-apiserver, `namespaces/<ns>` sets the namespace too (to <ns> itself).
     let mut namespace = None;
-    if rest[0] == "namespaces" {
-        if rest.len() > 1 {
-            namespace = Some(rest[1].to_string());
-            // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces" && rest.len() > 1 {
+        namespace = Some(rest[1].to_string());
+        // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
     let resource = rest[0].to_string();
@@ -145,15 +146,15 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
         }
         .into();
         // kube-apiserver narrows a list to one name when fieldSelector is metadata.name=X.
-        if let Some(fs) = query_value(query, "fieldSelector") {
-            if let Some(n) = fs
+        if let Some(fs) = query_value(query, "fieldSelector")
+            && let Some(n) = fs
                 .strip_prefix("metadata.name=")
                 .or_else(|| fs.strip_prefix("metadata.name=="))
-            {
-                if !n.is_empty() && !n.contains(',') && !n.contains('/') {
-                    name = Some(n.to_string());
-                }
-            }
+            && !n.is_empty()
+            && !n.contains(',')
+            && !n.contains('/')
+        {
+            name = Some(n.to_string());
         }
     }
     if name.is_none() && verb == "delete" {

@@ -278,6 +278,14 @@ impl LabServer {
     }
 }
 
+/// Asks the connection task to send GOAWAY, and confirms it did (so the GOAWAY goes out
+/// before the response, as Go's server does on `Connection: close`).
+#[derive(Default)]
+struct CloseSignal {
+    requested: tokio::sync::Notify,
+    started: tokio::sync::Notify,
+}
+
 struct ConnInfo {
     peer: SocketAddr,
     certs: Vec<CertificateDer<'static>>,
@@ -303,16 +311,30 @@ async fn serve_connection(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let conn = Arc::new(ConnInfo { peer, certs });
-    let service = hyper::service::service_fn(move |req| {
+    // kube-apiserver limits an anonymous HTTP/2 connection to one request: it sends GOAWAY
+    // as it answers (its HTTP/2 DoS mitigation); proxies in front must cope with that.
+    let close = Arc::new(CloseSignal::default());
+    let close_for_requests = close.clone();
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+        let close = close_for_requests.clone();
+        async move { Ok::<_, Infallible>(handle(state, conn, close, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Go writes canonical header names on HTTP/1.1 (`Audit-Id`).
+    builder.http1().title_case_headers(true);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = close.requested.notified() => {
+            connection.as_mut().graceful_shutdown();
+            close.started.notify_one();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
@@ -347,6 +369,7 @@ const PF_PRIORITYLEVEL_UID: &str = "7f2e1b4d-6d2e-4c9f-8b2f-2b3c4d5e6f70";
 async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
+    close: Arc<CloseSignal>,
     req: http::Request<Incoming>,
 ) -> LabResponse {
     let audit_id = uuid4();
@@ -364,6 +387,10 @@ async fn handle(
             None,
         ),
         Authn::User(id) => {
+            if id.is_anonymous() && req.version() == http::Version::HTTP_2 {
+                close.requested.notify_one();
+                close.started.notified().await;
+            }
             let resp = serve(&state, &id, &info, req).await;
             (resp, Some(id))
         }
@@ -772,7 +799,7 @@ async fn serve_resource(
             }
         }
     };
-    let verb_ok = verbs.iter().any(|v| *v == info.verb)
+    let verb_ok = verbs.contains(&info.verb)
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {

@@ -30,6 +30,7 @@
 mod error;
 mod format;
 mod patch;
+mod proto;
 mod query;
 mod table;
 mod util;
@@ -188,6 +189,8 @@ impl Store {
             }
         };
         let sub = req.subresource.clone();
+        // `?dryRun=All`: everything is checked, nothing is written.
+        let dry_run = query.get("dryRun").is_some();
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
@@ -198,17 +201,17 @@ impl Store {
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
             (Verb::Create, None) => match read_body(http).await {
-                Ok((parts, body)) => self.create(&req, &parts, &body).await,
+                Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::Update | Verb::Patch, None | Some("status") | Some("scale")) => {
                 match read_body(http).await {
-                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body).await,
+                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body, dry_run).await,
                     Err(s) => Err(s),
                 }
             }
             (Verb::Delete, None) => match read_body(http).await {
-                Ok((_, body)) => self.delete(&req, &body).await,
+                Ok((_, body)) => self.delete(&req, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::DeleteCollection, None) => self.delete_collection(&req, &query).await,
@@ -365,9 +368,20 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
+        let obj = decode_body(parts, body, &req.meta)?;
+        self.create_object(req, obj, dry_run).await
+    }
+
+    /// Create `obj` (already decoded) as kube-apiserver's create handler does.
+    async fn create_object(
+        &self,
+        req: &ResourceRequest,
+        mut obj: Value,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
-        let mut obj = decode_body(parts, body, meta)?;
         let ns = if meta.namespaced {
             let path_ns = req.namespace.clone().unwrap_or_else(|| "default".into());
             match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
@@ -412,7 +426,10 @@ impl Store {
         let key = self.object_key(meta, ns.as_deref(), &name);
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), to_stored(&obj), None)]);
+            .and_then(ops(
+                dry_run,
+                TxnOp::put(key.as_str(), to_stored(&obj), None),
+            ));
         let resp = self
             .client
             .kv_client()
@@ -442,6 +459,7 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
@@ -455,7 +473,18 @@ impl Store {
         let change = if req.verb == Verb::Patch {
             let kind = PatchKind::from_headers(&parts.headers)?;
             let p = if kind == PatchKind::Apply {
-                return Err(unsupported_media());
+                // Server-side apply: a full object in YAML (or JSON, which is YAML).
+                let v: Value = serde_yaml::from_slice(body).map_err(|e| {
+                    Status::new(400, "BadRequest", format!("error decoding YAML: {e}"))
+                })?;
+                if !v.is_object() {
+                    return Err(Status::new(
+                        400,
+                        "BadRequest",
+                        "error decoding YAML: the apply configuration is not an object",
+                    ));
+                }
+                v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
                     Status::new(400, "BadRequest", format!("error decoding patch: {e}"))
@@ -492,8 +521,12 @@ impl Store {
             }
             Change::Put(obj)
         };
+        let apply_config = match &change {
+            Change::Patch(PatchKind::Apply, p) if sub.is_none() => Some(p.clone()),
+            _ => None,
+        };
         let updated = self
-            .guaranteed_update(meta, &key, &name, |cur| {
+            .guaranteed_update(meta, &key, &name, dry_run, |cur| {
                 // The object the change applies to: the object itself or its Scale view.
                 let base = if sub == Some("scale") {
                     scale_of(cur)
@@ -542,7 +575,17 @@ impl Store {
                     }
                 }
             })
-            .await?;
+            .await;
+        let updated = match (updated, apply_config) {
+            // Server-side apply of an object that does not exist creates it.
+            (Err(s), Some(mut obj)) if s.code == 404 && s.reason == "NotFound" => {
+                if obj.pointer("/metadata/name").is_none() {
+                    obj["metadata"]["name"] = json!(name);
+                }
+                return self.create_object(req, obj, dry_run).await;
+            }
+            (r, _) => r?,
+        };
         let out = if sub == Some("scale") {
             scale_of(&updated)
         } else {
@@ -559,6 +602,7 @@ impl Store {
         meta: &ResourceMeta,
         key: &str,
         name: &str,
+        dry_run: bool,
         mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
         for _ in 0..MAX_ATTEMPTS {
@@ -592,7 +636,7 @@ impl Store {
             };
             let txn = Txn::new()
                 .when([Compare::mod_revision(key, CompareOp::Equal, cur.rev)])
-                .and_then([op]);
+                .and_then(ops(dry_run, op));
             let resp = self
                 .client
                 .kv_client()
@@ -612,7 +656,12 @@ impl Store {
         .into())
     }
 
-    async fn delete(&self, req: &ResourceRequest, body: &Bytes) -> ApiResult<(u16, Value)> {
+    async fn delete(
+        &self,
+        req: &ResourceRequest,
+        body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
         let key = self.object_key(meta, req.namespace.as_deref(), &name);
@@ -627,6 +676,17 @@ impl Store {
                 )
             })?
         };
+        if meta.group.is_empty()
+            && meta.resource == "namespaces"
+            && matches!(name.as_str(), "default" | "kube-system" | "kube-public")
+        {
+            return Err(Status::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(details(meta, &name)));
+        }
         let pre_uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
         let pre_rv = opts
             .pointer("/preconditions/resourceVersion")
@@ -683,11 +743,10 @@ impl Store {
                         CompareOp::Equal,
                         cur.rev,
                     )])
-                    .and_then([TxnOp::put(
-                        key.as_str(),
-                        to_stored(&canonical(next.clone())),
-                        None,
-                    )]);
+                    .and_then(ops(
+                        dry_run,
+                        TxnOp::put(key.as_str(), to_stored(&canonical(next.clone())), None),
+                    ));
                 let resp = self
                     .client
                     .kv_client()
@@ -707,7 +766,7 @@ impl Store {
                     CompareOp::Equal,
                     cur.rev,
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let resp = self
                 .client
                 .kv_client()
@@ -718,6 +777,9 @@ impl Store {
                 continue;
             }
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if meta.group.is_empty() && meta.resource == "namespaces" && !dry_run {
+                self.delete_namespace_contents(&name).await?;
+            }
             if returns_deleted_object(&meta.resource) {
                 let mut o = cur.obj;
                 set_rv(&mut o, rev);
@@ -750,6 +812,34 @@ impl Store {
         .into())
     }
 
+    /// What kube's namespace controller does after a namespace is deleted: remove every
+    /// namespaced object in it (all resources, all groups). The lab does it synchronously,
+    /// before answering the DELETE, instead of through a `Terminating` phase.
+    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
+        let base = format!("{}/", self.prefix);
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                base.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(|e| StoreError::etcd("range", &base, e))?;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if namespace_of_key(&key[base.len()..]) != Some(ns) {
+                continue;
+            }
+            self.client
+                .kv_client()
+                .delete(key.as_str(), None)
+                .await
+                .map_err(|e| StoreError::etcd("delete", &key, e))?;
+        }
+        Ok(())
+    }
+
     async fn delete_collection(
         &self,
         req: &ResourceRequest,
@@ -757,6 +847,7 @@ impl Store {
     ) -> ApiResult<(u16, Value)> {
         let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
         let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))?;
+        let dry_run = query.get("dryRun").is_some();
         let base = format!("{}/", self.list_key(&req.meta, req.namespace.as_deref()));
         let resp = self
             .client
@@ -778,7 +869,7 @@ impl Store {
                     CompareOp::Equal,
                     kv.mod_revision(),
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let r = self
                 .client
                 .kv_client()
@@ -971,6 +1062,12 @@ fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiR
     }
 }
 
+/// The operations of a write transaction: none for a dry run (only the condition is
+/// evaluated, nothing is written, the revision does not move).
+fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
+    if dry_run { vec![] } else { vec![op] }
+}
+
 /// Patch formats by Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchKind {
@@ -1013,7 +1110,10 @@ impl PatchKind {
             PatchKind::Merge => merge_patch(&mut base, p),
             PatchKind::Strategic => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
             PatchKind::Json => json_patch(&mut base, p).map_err(unprocessable)?,
-            PatchKind::Apply => return Err(unsupported_media()),
+            // Server-side apply, approximated: the configuration is merged like a strategic
+            // merge patch (no field ownership, so fields dropped from the configuration are
+            // not removed and there are no conflicts between managers).
+            PatchKind::Apply => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
         }
         Ok(base)
     }
@@ -1074,6 +1174,14 @@ fn decode_body(
                 format!("couldn't get version/kind; yaml parse error: {e}"),
             )
         })?,
+        "application/vnd.kubernetes.protobuf" => match proto::decode(body) {
+            Ok(v) => v,
+            Err(proto::ProtoError::UnsupportedKind(k)) => {
+                tracing::info!(kind = %k, "lab store: protobuf body of a kind it cannot decode");
+                return Err(unsupported_media());
+            }
+            Err(e) => return Err(Status::new(400, "BadRequest", e.to_string())),
+        },
         _ => return Err(unsupported_media()),
     };
     if !v.is_object() {
@@ -1235,6 +1343,20 @@ fn validate(meta: &ResourceMeta, name: &str, obj: &Value) -> ApiResult<()> {
     }
 }
 
+/// The namespace of a key relative to the prefix (see the module docs for the layout):
+/// `<resource>/<ns>/<name>` for core, `<group>/<resource>/<ns>/<name>` otherwise. Groups
+/// are recognised by a dot or as one of the built-in dotless groups.
+fn namespace_of_key(rel: &str) -> Option<&str> {
+    let segs: Vec<&str> = rel.split('/').collect();
+    let is_group =
+        |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
+    match segs.as_slice() {
+        [first, ns, _] if !is_group(first) => Some(ns),
+        [first, _, ns, _] if is_group(first) => Some(ns),
+        _ => None,
+    }
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1317,6 +1439,14 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
             "BestEffort"
         };
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    } else if meta.group.is_empty() && meta.resource == "secrets" {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj["type"] = json!("Opaque");
+        }
     } else if meta.subresources.iter().any(|s| s == "status") {
         obj["status"] = json!({});
     }
@@ -1560,6 +1690,15 @@ fn scale_of(obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_of_keys() {
+        assert_eq!(namespace_of_key("configmaps/fx/a"), Some("fx"));
+        assert_eq!(namespace_of_key("apps/deployments/fx/d"), Some("fx"));
+        assert_eq!(namespace_of_key("example.com/widgets/fx/w"), Some("fx"));
+        assert_eq!(namespace_of_key("namespaces/fx"), None);
+        assert_eq!(namespace_of_key("resource.k8s.io/deviceclasses/gpu"), None);
+    }
 
     #[test]
     fn prefix_end_is_exclusive_upper_bound() {
