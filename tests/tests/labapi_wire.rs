@@ -36,7 +36,7 @@ use std::sync::mpsc;
 use serde_json::Value;
 use test_support::bins;
 use test_support::etcd::Etcd;
-use test_support::eventually::patience;
+use test_support::eventually::{eventually, patience};
 use test_support::labapi::testpki::Ca;
 
 const TOKEN: &str = "lab-token-admin-0123456789";
@@ -113,7 +113,7 @@ struct Lab {
     port: u16,
     audit: PathBuf,
     work: tempfile::TempDir,
-    _etcd: Etcd,
+    etcd: Option<Etcd>,
 }
 
 impl Lab {
@@ -189,7 +189,7 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
         port,
         audit,
         work,
-        _etcd: etcd,
+        etcd: Some(etcd),
     }
 }
 
@@ -1184,4 +1184,35 @@ fn bad_input_gets_kube_shaped_answers() {
 
     // The server still answers after all that.
     assert_eq!(call("GET", "/readyz", None).status, 200);
+}
+
+#[test]
+fn readiness_follows_etcd() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let mut lab = start_lab(&pki, "k8s-1.36", &[]);
+    let get = |lab: &Lab, path: &str| curl(lab, "admin", true, "GET", path, &[], None).unwrap();
+    let ready = get(&lab, "/readyz?verbose");
+    assert_eq!(ready.status, 200);
+    assert!(String::from_utf8_lossy(&ready.body).contains("[+]etcd ok\n"));
+
+    drop(lab.etcd.take());
+    let failed = eventually("/readyz to fail without etcd", || {
+        let r = get(&lab, "/readyz");
+        if r.status == 500 {
+            Ok(r)
+        } else {
+            Err(format!("status {}", r.status))
+        }
+    });
+    let body = String::from_utf8_lossy(&failed.body).into_owned();
+    assert!(
+        body.contains("[-]etcd failed: reason withheld\n")
+            && body.ends_with("readyz check failed\n"),
+        "{body}"
+    );
+    assert_eq!(get(&lab, "/healthz").status, 500);
+    // Liveness does not depend on etcd; discovery is still served from memory.
+    assert_eq!(get(&lab, "/livez").status, 200);
+    assert_eq!(get(&lab, "/apis").status, 200);
 }
