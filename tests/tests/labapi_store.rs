@@ -1061,6 +1061,41 @@ async fn patches_status_subresource_generation_and_finalizers() -> Result<()> {
     assert_eq!(r.status, 200);
     assert_eq!(n.get(&format!("{CMS}/fin")).await?.status, 404);
 
+    // Deleting a namespace removes what is in it; system namespaces cannot be deleted.
+    let r = n.delete("/api/v1/namespaces/default").await?;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["message"],
+        "namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    n.create_ok("/api/v1/namespaces", json!({"metadata": {"name": "gone"}}))
+        .await?;
+    n.create_ok("/api/v1/namespaces/gone/configmaps", cm("c", "v"))
+        .await?;
+    n.create_ok(
+        "/apis/apps/v1/namespaces/gone/deployments",
+        json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}}),
+    )
+    .await?;
+    let r = n.delete("/api/v1/namespaces/gone").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"]["phase"], "Terminating");
+    assert_eq!(
+        n.get("/api/v1/namespaces/gone/configmaps/c").await?.status,
+        404
+    );
+    assert_eq!(
+        n.get("/apis/apps/v1/namespaces/gone/deployments/d")
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(
+        n.get(&format!("{deps}/d")).await?.status,
+        200,
+        "other namespaces untouched"
+    );
+
     // deletecollection by label.
     for (name, l) in [("dc-1", "x"), ("dc-2", "x"), ("dc-3", "y")] {
         let mut o = cm(name, "v");

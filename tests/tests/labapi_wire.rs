@@ -19,8 +19,6 @@
 //!   issuer). Headers, caching, 304 and `?hash=` pinning behave as recorded.
 //! - SelfSubjectReview: `creationTimestamp` and the x509 credential-id hash differ (other
 //!   certificates); everything else matches.
-//! - Anonymous HTTP/2 requests: kube-apiserver sends GOAWAY after the 403; the lab keeps the
-//!   connection open. Status and body match.
 //! - `x-kubernetes-pf-*` uids are fixed per lab process (present where recorded).
 //! - `frontproxy-list-configmaps-default` (served by the storage layer): status, headers,
 //!   kind and items are compared, plus the identity that reached the server (audit log: bob,
@@ -1005,6 +1003,35 @@ fn authentication_edges() {
     );
     let api = curl(&lab, &pki, "anon", false, "GET", "/api", &[], None).unwrap();
     assert_eq!(api.status, 403);
+
+    // Anonymous over HTTP/2: answered, then GOAWAY (kube-apiserver's DoS mitigation);
+    // authenticated connections stay open.
+    let verbose = |cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sv", "--http2", "-o", "/dev/null", "--cacert"])
+            .arg(pki.path("server-ca.crt"));
+        if cert {
+            cmd.arg("--cert")
+                .arg(pki.path("admin.crt"))
+                .arg("--key")
+                .arg(pki.path("admin.key"));
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let anon_notes = verbose(false);
+    assert!(
+        anon_notes.contains("GOAWAY"),
+        "no GOAWAY for anonymous h2:\n{anon_notes}"
+    );
+    let admin_notes = verbose(true);
+    assert!(
+        !admin_notes.contains("GOAWAY"),
+        "GOAWAY for an authenticated caller:\n{admin_notes}"
+    );
 
     // Bearer tokens: a known one authenticates, an unknown one is 401 even alongside nothing.
     let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];

@@ -162,9 +162,14 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts wait for this line to learn the port.
     tracing::info!(%addr, "serving securely");
     eprintln!("mvp-lab-apiserver listening on {addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     server
-        .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .serve(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         })
         .await;
     Ok(())

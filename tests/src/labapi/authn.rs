@@ -293,32 +293,32 @@ impl Authenticator {
             if let Some((verifier, rh)) = &self.requestheader {
                 if Self::verifies(verifier, chain) {
                     let cn = subject(&chain[0]).map(|(cn, _)| cn).unwrap_or_default();
-                    if rh.allowed_names.is_empty() || rh.allowed_names.contains(&cn) {
-                        if let Some(id) = Self::from_headers(rh, headers) {
-                            return Authn::User(authenticated(id));
-                        }
+                    if (rh.allowed_names.is_empty() || rh.allowed_names.contains(&cn))
+                        && let Some(id) = Self::from_headers(rh, headers)
+                    {
+                        return Authn::User(authenticated(id));
                     }
                 }
                 failed = true;
             }
             if let Some(verifier) = &self.client_ca {
-                if Self::verifies(verifier, chain) {
-                    if let Some((cn, orgs)) = subject(&chain[0]) {
-                        let mut extra = BTreeMap::new();
-                        extra.insert(
-                            "authentication.kubernetes.io/credential-id".to_string(),
-                            vec![format!(
-                                "X509SHA256={}",
-                                hex::encode(Sha256::digest(chain[0].as_ref()))
-                            )],
-                        );
-                        return Authn::User(authenticated(Identity {
-                            user: cn,
-                            uid: String::new(),
-                            groups: orgs,
-                            extra,
-                        }));
-                    }
+                if Self::verifies(verifier, chain)
+                    && let Some((cn, orgs)) = subject(&chain[0])
+                {
+                    let mut extra = BTreeMap::new();
+                    extra.insert(
+                        "authentication.kubernetes.io/credential-id".to_string(),
+                        vec![format!(
+                            "X509SHA256={}",
+                            hex::encode(Sha256::digest(chain[0].as_ref()))
+                        )],
+                    );
+                    return Authn::User(authenticated(Identity {
+                        user: cn,
+                        uid: String::new(),
+                        groups: orgs,
+                        extra,
+                    }));
                 }
                 failed = true;
             }

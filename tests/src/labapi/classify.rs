@@ -78,7 +78,7 @@ fn query_flag(query: Option<&str>, key: &str) -> bool {
         .any(|(_, v)| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
-fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<String> {
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -121,13 +121,11 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
     };
     // Like kube-apiserver, `namespaces/<ns>` sets the namespace too (to <ns> itself).
     let mut namespace = None;
-    if rest[0] == "namespaces" {
-        if rest.len() > 1 {
-            namespace = Some(rest[1].to_string());
-            // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
-            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces" && rest.len() > 1 {
+        namespace = Some(rest[1].to_string());
+        // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
         }
     }
     let resource = rest[0].to_string();
@@ -145,15 +143,15 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
         }
         .into();
         // kube-apiserver narrows a list to one name when fieldSelector is metadata.name=X.
-        if let Some(fs) = query_value(query, "fieldSelector") {
-            if let Some(n) = fs
+        if let Some(fs) = query_value(query, "fieldSelector")
+            && let Some(n) = fs
                 .strip_prefix("metadata.name=")
                 .or_else(|| fs.strip_prefix("metadata.name=="))
-            {
-                if !n.is_empty() && !n.contains(',') && !n.contains('/') {
-                    name = Some(n.to_string());
-                }
-            }
+            && !n.is_empty()
+            && !n.contains(',')
+            && !n.contains('/')
+        {
+            name = Some(n.to_string());
         }
     }
     if name.is_none() && verb == "delete" {

@@ -303,16 +303,36 @@ async fn serve_connection(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let conn = Arc::new(ConnInfo { peer, certs });
-    let service = hyper::service::service_fn(move |req| {
+    // kube-apiserver limits an anonymous HTTP/2 connection to one request: it answers, then
+    // sends GOAWAY (its HTTP/2 DoS mitigation); proxies in front must cope with that.
+    let close = Arc::new(tokio::sync::Notify::new());
+    let close_on_anonymous = close.clone();
+    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(state, conn, req).await) }
+        let close = close_on_anonymous.clone();
+        async move {
+            let http2 = req.version() == http::Version::HTTP_2;
+            let (resp, anonymous) = handle(state, conn, req).await;
+            if anonymous && http2 {
+                close.notify_one();
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Go writes canonical header names on HTTP/1.1 (`Audit-Id`).
+    builder.http1().title_case_headers(true);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = close.notified() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
@@ -344,11 +364,12 @@ fn json_response(code: http::StatusCode, body: Vec<u8>) -> LabResponse {
 const PF_FLOWSCHEMA_UID: &str = "6e1f0a3c-5c1d-4b8e-9a1e-1a2b3c4d5e6f";
 const PF_PRIORITYLEVEL_UID: &str = "7f2e1b4d-6d2e-4c9f-8b2f-2b3c4d5e6f70";
 
+/// Serves one request; also says whether the caller was anonymous.
 async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
     req: http::Request<Incoming>,
-) -> LabResponse {
+) -> (LabResponse, bool) {
     let audit_id = uuid4();
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -400,7 +421,9 @@ async fn handle(
         conn.peer,
         code,
     );
-    resp
+    // Only a successfully authenticated anonymous caller; failed authentication is a 401.
+    let anonymous = identity.as_ref().is_some_and(Identity::is_anonymous);
+    (resp, anonymous)
 }
 
 fn audit(
@@ -772,7 +795,7 @@ async fn serve_resource(
             }
         }
     };
-    let verb_ok = verbs.iter().any(|v| *v == info.verb)
+    let verb_ok = verbs.contains(&info.verb)
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {

@@ -627,6 +627,17 @@ impl Store {
                 )
             })?
         };
+        if meta.group.is_empty()
+            && meta.resource == "namespaces"
+            && matches!(name.as_str(), "default" | "kube-system" | "kube-public")
+        {
+            return Err(Status::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .with_details(details(meta, &name)));
+        }
         let pre_uid = opts.pointer("/preconditions/uid").and_then(Value::as_str);
         let pre_rv = opts
             .pointer("/preconditions/resourceVersion")
@@ -718,6 +729,9 @@ impl Store {
                 continue;
             }
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            if meta.group.is_empty() && meta.resource == "namespaces" {
+                self.delete_namespace_contents(&name).await?;
+            }
             if returns_deleted_object(&meta.resource) {
                 let mut o = cur.obj;
                 set_rv(&mut o, rev);
@@ -748,6 +762,34 @@ impl Store {
             attempts: MAX_ATTEMPTS,
         }
         .into())
+    }
+
+    /// What kube's namespace controller does after a namespace is deleted: remove every
+    /// namespaced object in it (all resources, all groups). The lab does it synchronously,
+    /// before answering the DELETE, instead of through a `Terminating` phase.
+    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
+        let base = format!("{}/", self.prefix);
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                base.as_str(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(|e| StoreError::etcd("range", &base, e))?;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            if namespace_of_key(&key[base.len()..]) != Some(ns) {
+                continue;
+            }
+            self.client
+                .kv_client()
+                .delete(key.as_str(), None)
+                .await
+                .map_err(|e| StoreError::etcd("delete", &key, e))?;
+        }
+        Ok(())
     }
 
     async fn delete_collection(
@@ -1235,6 +1277,20 @@ fn validate(meta: &ResourceMeta, name: &str, obj: &Value) -> ApiResult<()> {
     }
 }
 
+/// The namespace of a key relative to the prefix (see the module docs for the layout):
+/// `<resource>/<ns>/<name>` for core, `<group>/<resource>/<ns>/<name>` otherwise. Groups
+/// are recognised by a dot or as one of the built-in dotless groups.
+fn namespace_of_key(rel: &str) -> Option<&str> {
+    let segs: Vec<&str> = rel.split('/').collect();
+    let is_group =
+        |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
+    match segs.as_slice() {
+        [first, ns, _] if !is_group(first) => Some(ns),
+        [first, _, ns, _] if is_group(first) => Some(ns),
+        _ => None,
+    }
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1560,6 +1616,15 @@ fn scale_of(obj: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_of_keys() {
+        assert_eq!(namespace_of_key("configmaps/fx/a"), Some("fx"));
+        assert_eq!(namespace_of_key("apps/deployments/fx/d"), Some("fx"));
+        assert_eq!(namespace_of_key("example.com/widgets/fx/w"), Some("fx"));
+        assert_eq!(namespace_of_key("namespaces/fx"), None);
+        assert_eq!(namespace_of_key("resource.k8s.io/deviceclasses/gpu"), None);
+    }
 
     #[test]
     fn prefix_end_is_exclusive_upper_bound() {

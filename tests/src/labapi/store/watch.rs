@@ -253,7 +253,14 @@ pub async fn watch(
                         let prev = ev
                             .prev_kv()
                             .and_then(|p| decode(&meta, &key, p.value(), p.mod_revision()).ok());
-                        let prev_match = prev.as_ref().is_some_and(|p| filter.matches(p));
+                        // Without a previous value (compacted), a non-first version of a
+                        // key is a modification of an object that was already selected.
+                        let prev_match = match &prev {
+                            Some(p) => filter.matches(p),
+                            None => ev.event_type() == EventType::Put
+                                && kv.version() > 1
+                                && decode(&meta, &key, kv.value(), rev).is_ok_and(|o| filter.matches(&o)),
+                        };
                         let (kind, obj) = match ev.event_type() {
                             EventType::Put => {
                                 let Ok(obj) = decode(&meta, &key, kv.value(), rev) else { continue };
