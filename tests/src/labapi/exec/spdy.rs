@@ -717,8 +717,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         for f in frames {
             self.codec.encode(f, &mut out)?;
         }
-        self.wr.write_all(&out).await?;
-        self.wr.flush().await?;
+        let write = async {
+            self.wr.write_all(&out).await?;
+            self.wr.flush().await
+        };
+        tokio::time::timeout(IDLE_TIMEOUT, write)
+            .await
+            .map_err(|_| ExecError::Timeout("writing to the SPDY client"))??;
         Ok(())
     }
 }
