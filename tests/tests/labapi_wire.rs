@@ -875,6 +875,32 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         ],
     );
     assert_eq!(a, "b");
+    // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
+    // lists the existing object as ADDED and ends on the server's timeout.
+    for http2 in [true, false] {
+        let w = curl(
+            &lab,
+            &pki,
+            "admin",
+            http2,
+            "GET",
+            "/api/v1/namespaces/lab/configmaps?watch=true&timeoutSeconds=1",
+            &[],
+            None,
+        )
+        .unwrap();
+        assert_eq!(w.status, 200);
+        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "watch event is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&w.body)
+                )
+            });
+        assert_eq!(first["type"], "ADDED");
+        assert_eq!(first["object"]["metadata"]["name"], "cm");
+    }
+
     let audit = std::fs::read_to_string(&lab.audit).unwrap();
     assert!(
         audit.lines().any(|l| {
@@ -1104,4 +1130,83 @@ fn authentication_edges() {
             .iter()
             .any(|l| l["code"] == 403 && l["user"] == "system:anonymous")
     );
+}
+
+#[test]
+fn bad_input_gets_kube_shaped_answers() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    let call = |method: &str, path: &str, body: Option<&[u8]>| {
+        curl(&lab, &pki, "admin", true, method, path, &[], body).unwrap()
+    };
+    let status = |r: &Reply| -> Value { serde_json::from_slice(&r.body).unwrap() };
+
+    // A verb the resource does not serve: 405 MethodNotAllowed Status.
+    let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+
+    // A subresource the resource does not have, a cluster-scoped resource in a namespace,
+    // a resource of another group: the JSON 404.
+    for path in [
+        "/api/v1/namespaces/default/configmaps/x/status",
+        "/api/v1/namespaces/default/nodes",
+        "/apis/apps/v1/namespaces/default/pods",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            status(&r)["message"],
+            "the server could not find the requested resource",
+            "{path}"
+        );
+    }
+
+    // Paths no router serves: Go's plain-text 404.
+    for path in [
+        "/apis//v1/pods",
+        "/api/v1/watch",
+        "/openapi/v3/apis/example.com/v1",
+        "/healthz/nope",
+    ] {
+        let r = call("GET", path, None);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (404, b"404 page not found\n".as_slice()),
+            "{path}"
+        );
+    }
+
+    // A SelfSubjectReview that is not JSON: 400 Status, not a crash.
+    let r = call(
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(b"{not json"),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(status(&r)["reason"], "BadRequest");
+
+    // Percent-encoded path segments are decoded before routing.
+    let r = call("GET", "/api/v1/namespaces/default/config%6Daps", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(status(&r)["kind"], "ConfigMapList");
+
+    // Unsupported discovery media type: the discovery 406.
+    let r = curl(
+        &lab,
+        &pki,
+        "admin",
+        true,
+        "GET",
+        "/apis",
+        &[("accept".into(), "application/xml".into())],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 406);
+    assert_eq!(status(&r)["reason"], "NotAcceptable");
+
+    // The server still answers after all that.
+    assert_eq!(call("GET", "/readyz", None).status, 200);
 }

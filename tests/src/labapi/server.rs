@@ -278,6 +278,14 @@ impl LabServer {
     }
 }
 
+/// Asks the connection task to send GOAWAY, and confirms it did (so the GOAWAY goes out
+/// before the response, as Go's server does on `Connection: close`).
+#[derive(Default)]
+struct CloseSignal {
+    requested: tokio::sync::Notify,
+    started: tokio::sync::Notify,
+}
+
 struct ConnInfo {
     peer: SocketAddr,
     certs: Vec<CertificateDer<'static>>,
@@ -303,22 +311,15 @@ async fn serve_connection(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let conn = Arc::new(ConnInfo { peer, certs });
-    // kube-apiserver limits an anonymous HTTP/2 connection to one request: it answers, then
-    // sends GOAWAY (its HTTP/2 DoS mitigation); proxies in front must cope with that.
-    let close = Arc::new(tokio::sync::Notify::new());
-    let close_on_anonymous = close.clone();
+    // kube-apiserver limits an anonymous HTTP/2 connection to one request: it sends GOAWAY
+    // as it answers (its HTTP/2 DoS mitigation); proxies in front must cope with that.
+    let close = Arc::new(CloseSignal::default());
+    let close_for_requests = close.clone();
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         let conn = conn.clone();
-        let close = close_on_anonymous.clone();
-        async move {
-            let http2 = req.version() == http::Version::HTTP_2;
-            let (resp, anonymous) = handle(state, conn, req).await;
-            if anonymous && http2 {
-                close.notify_one();
-            }
-            Ok::<_, Infallible>(resp)
-        }
+        let close = close_for_requests.clone();
+        async move { Ok::<_, Infallible>(handle(state, conn, close, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // Go writes canonical header names on HTTP/1.1 (`Audit-Id`).
@@ -327,8 +328,9 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        _ = close.notified() => {
+        _ = close.requested.notified() => {
             connection.as_mut().graceful_shutdown();
+            close.started.notify_one();
             connection.await
         }
     };
@@ -364,12 +366,12 @@ fn json_response(code: http::StatusCode, body: Vec<u8>) -> LabResponse {
 const PF_FLOWSCHEMA_UID: &str = "6e1f0a3c-5c1d-4b8e-9a1e-1a2b3c4d5e6f";
 const PF_PRIORITYLEVEL_UID: &str = "7f2e1b4d-6d2e-4c9f-8b2f-2b3c4d5e6f70";
 
-/// Serves one request; also says whether the caller was anonymous.
 async fn handle(
     state: Arc<State>,
     conn: Arc<ConnInfo>,
+    close: Arc<CloseSignal>,
     req: http::Request<Incoming>,
-) -> (LabResponse, bool) {
+) -> LabResponse {
     let audit_id = uuid4();
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -385,6 +387,10 @@ async fn handle(
             None,
         ),
         Authn::User(id) => {
+            if id.is_anonymous() && req.version() == http::Version::HTTP_2 {
+                close.requested.notify_one();
+                close.started.notified().await;
+            }
             let resp = serve(&state, &id, &info, req).await;
             (resp, Some(id))
         }
@@ -421,9 +427,7 @@ async fn handle(
         conn.peer,
         code,
     );
-    // Only a successfully authenticated anonymous caller; failed authentication is a 401.
-    let anonymous = identity.as_ref().is_some_and(Identity::is_anonymous);
-    (resp, anonymous)
+    resp
 }
 
 fn audit(
