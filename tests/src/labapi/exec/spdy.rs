@@ -1178,4 +1178,52 @@ mod tests {
         drop(c);
         session.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn v2_reports_failure_as_text_and_success_as_nothing() {
+        for (command, status) in [
+            ("false", &b"command terminated with non-zero exit code: error executing command [false], exit code 1"[..]),
+            ("true", &b""[..]),
+        ] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let opts = ExecOptions {
+                command: vec![command.into()],
+                stdout: true,
+                ..Default::default()
+            };
+            let container = Container::new(&opts, &crate::labapi::types::Identity::default());
+            let session = tokio::spawn(run(server, Protocol::V2, opts, container));
+            let mut c = Client {
+                io: client,
+                codec: Codec::new().unwrap(),
+                buf: BytesMut::new(),
+            };
+            c.send(syn(1, "error")).await;
+            c.send(syn(3, "stdout")).await;
+            let mut got = Vec::new();
+            while let Some(f) = c.recv().await {
+                let done = f == data(1, FLAG_FIN, b"");
+                got.push(f);
+                if done {
+                    break;
+                }
+            }
+            let mut want = vec![
+                Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] },
+                Frame::SynReply { stream_id: 3, flags: 0, headers: vec![] },
+            ];
+            if !status.is_empty() {
+                want.push(Frame::Data {
+                    stream_id: 1,
+                    flags: 0,
+                    data: Bytes::copy_from_slice(status),
+                });
+            }
+            want.push(data(3, FLAG_FIN, b""));
+            want.push(data(1, FLAG_FIN, b""));
+            assert_eq!(got, want, "{command}");
+            drop(c);
+            session.await.unwrap().unwrap();
+        }
+    }
 }
