@@ -179,11 +179,12 @@ pub async fn serve(
         identity: req.identity.clone(),
     };
     if http.version() != http::Version::HTTP_11 && http.version() != http::Version::HTTP_10 {
-        // No HTTP/1.1 Upgrade over HTTP/2; clients retry the upgrade over HTTP/1.1.
+        // Upgrade is HTTP/1.1 only; kubectl opens exec/attach connections with HTTP/1.1.
         return upgrade_required();
     }
     let upgrade = header_str(&http, http::header::UPGRADE).to_ascii_lowercase();
     let container = Container::new(&opts, &session.identity);
+    // tests/labapi_exec.rs reads `upgrade=` from this line to tell WebSocket from SPDY.
     tracing::info!(
         namespace = %session.namespace,
         pod = %session.pod,
