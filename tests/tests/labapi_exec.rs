@@ -37,6 +37,8 @@ struct Lab {
     dir: tempfile::TempDir,
     audit: PathBuf,
     ca_pem: String,
+    /// A client certificate the lab trusts as its front proxy (mvp's role).
+    front_proxy: test_support::labapi::testpki::Issued,
     /// The lab's stderr lines, ANSI escapes stripped.
     log: Arc<Mutex<Vec<String>>>,
     _etcd: Etcd,
@@ -75,6 +77,9 @@ impl Lab {
         ca.write_cert(d, "ca")?;
         ca.server("lab-apiserver", &["127.0.0.1".parse()?], &["localhost"])?
             .write(d, "server")?;
+        let front_proxy_ca = Ca::new("lab-exec-front-proxy-ca")?;
+        front_proxy_ca.write_cert(d, "front-proxy-ca")?;
+        let front_proxy = front_proxy_ca.client("front-proxy-client", &[])?;
         std::fs::write(
             d.join("tokens.csv"),
             format!("{TOKEN},alice,alice-uid,\"devs\"\n"),
@@ -89,6 +94,9 @@ impl Lab {
             .arg(d.join("server.key"))
             .arg("--token-auth-file")
             .arg(d.join("tokens.csv"))
+            .arg("--requestheader-client-ca-file")
+            .arg(d.join("front-proxy-ca.crt"))
+            .args(["--requestheader-allowed-names", "front-proxy-client"])
             .args(["--etcd-servers", &etcd.endpoint()])
             .arg("--audit-log-path")
             .arg(&audit)
@@ -126,6 +134,7 @@ impl Lab {
             addr,
             audit,
             ca_pem: ca.cert_pem(),
+            front_proxy,
             log,
             dir,
             _etcd: etcd,
@@ -185,16 +194,32 @@ impl Lab {
 
     /// A TLS connection to the lab offering `alpn`.
     async fn tls(&self, alpn: &[&[u8]]) -> Result<TlsStream<TcpStream>> {
+        self.tls_as(alpn, false).await
+    }
+
+    /// A TLS connection offering `alpn`, with the front-proxy client certificate if asked.
+    async fn tls_as(&self, alpn: &[&[u8]], front_proxy: bool) -> Result<TlsStream<TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls_pki_types::CertificateDer::from_pem_slice(
             self.ca_pem.as_bytes(),
         )?)?;
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut config = if front_proxy {
+            config.with_client_auth_cert(
+                vec![rustls_pki_types::CertificateDer::from(
+                    self.front_proxy.cert_der.clone(),
+                )],
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(
+                    self.front_proxy.key_pem.as_bytes(),
+                )?,
+            )?
+        } else {
+            config.with_no_client_auth()
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(self.addr).await?;
@@ -470,6 +495,17 @@ async fn kubectl_attach_echoes_stdin() -> Result<()> {
 type Ws = tokio_tungstenite::WebSocketStream<TlsStream<TcpStream>>;
 
 async fn ws_connect(lab: &Lab, query: &str, protocol: &str) -> Result<Ws> {
+    ws_connect_as(lab, query, protocol, &[]).await
+}
+
+/// Like [`ws_connect`]; with `front_proxy_headers`, as the front proxy sending them
+/// (client certificate, no token) instead of as alice.
+async fn ws_connect_as(
+    lab: &Lab,
+    query: &str,
+    protocol: &str,
+    front_proxy_headers: &[(&str, &str)],
+) -> Result<Ws> {
     let url = format!(
         "wss://{}/api/v1/namespaces/default/pods/p1/exec?{query}",
         lab.addr
@@ -477,9 +513,17 @@ async fn ws_connect(lab: &Lab, query: &str, protocol: &str) -> Result<Ws> {
     let mut req = url.into_client_request()?;
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", protocol.parse()?);
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {TOKEN}").parse()?);
-    let tls = lab.tls(&[b"http/1.1"]).await?;
+    let front_proxy = !front_proxy_headers.is_empty();
+    if front_proxy {
+        for (k, v) in front_proxy_headers {
+            req.headers_mut()
+                .append(http::HeaderName::from_bytes(k.as_bytes())?, v.parse()?);
+        }
+    } else {
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {TOKEN}").parse()?);
+    }
+    let tls = lab.tls_as(&[b"http/1.1"], front_proxy).await?;
     let (ws, resp) =
         tokio::time::timeout(patience(), tokio_tungstenite::client_async(req, tls)).await??;
     assert_eq!(
@@ -589,6 +633,51 @@ async fn websocket_v4_and_base64_report_exit_status() -> Result<()> {
     assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
     assert_eq!(status["details"]["causes"][0]["message"], "1");
     expect_normal_close(&mut ws).await
+}
+
+#[tokio::test]
+async fn websocket_exec_sees_the_front_proxy_identity() -> Result<()> {
+    let lab = Lab::start().await?;
+    let mut ws = ws_connect_as(
+        &lab,
+        "command=lab-identity&stdout=true",
+        "v5.channel.k8s.io",
+        &[
+            ("X-Remote-User", "bob"),
+            ("X-Remote-Uid", "bob-uid"),
+            ("X-Remote-Group", "g1"),
+            ("X-Remote-Group", "g2"),
+            ("X-Remote-Extra-Scopes", "s1"),
+        ],
+    )
+    .await?;
+    let Some(Message::Binary(out)) = ws_next(&mut ws).await? else {
+        bail!("expected stdout");
+    };
+    ensure!(out.first() == Some(&1), "channel {:?}", out.first());
+    let id: serde_json::Value = serde_json::from_slice(&out[1..])?;
+    assert_eq!(id["user"], "bob", "{id}");
+    assert_eq!(id["uid"], "bob-uid", "{id}");
+    assert_eq!(
+        id["groups"],
+        serde_json::json!(["g1", "g2", "system:authenticated"]),
+        "{id}"
+    );
+    assert_eq!(id["extra"], serde_json::json!({"scopes": ["s1"]}), "{id}");
+    assert_eq!(
+        ws_next(&mut ws).await?,
+        Some(bin(3, br#"{"metadata":{},"status":"Success"}"#))
+    );
+    expect_normal_close(&mut ws).await?;
+    let audit = eventually("the exec audit entry", || {
+        match lab.exec_audit().as_slice() {
+            [one] => Ok(one.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(audit["user"], "bob", "{audit}");
+    assert_eq!(audit["code"], 101, "{audit}");
+    Ok(())
 }
 
 // --- Bad input ---------------------------------------------------------------------------
