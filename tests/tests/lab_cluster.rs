@@ -42,8 +42,8 @@ fn kubectl_ok(node: &str, args: &[&str]) -> CmdOutput {
     )
 }
 
-/// `kubectl create -f -` with a JSON manifest. (kubectl's generators — `create namespace`,
-/// `create configmap`, `run` — send protobuf, which the lab apiserver does not decode.)
+/// `kubectl create -f -` with a JSON manifest. (kubectl's generators — `create deployment`,
+/// `run` — send protobuf bodies, which the lab apiserver decodes only for a few kinds.)
 fn create(node: &str, manifest: &Value) -> CmdOutput {
     lab()
         .kubectl_stdin(node, &["create", "-f", "-"], &manifest.to_string())
