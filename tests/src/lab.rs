@@ -1112,6 +1112,43 @@ impl LabCluster {
         )
     }
 
+    /// Plain-HTTP `GET path` to `addr` from inside `node`'s namespace (e.g. mvp's admin
+    /// endpoint `127.0.0.1:9464/readyz`); returns the status and body.
+    pub fn node_http_get(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(u16, String), LabError> {
+        use std::io::Read;
+        let n = self.node(node)?;
+        let what = format!("GET http://{addr}{path} in {node}");
+        let raw =
+            n.ns.try_run(|| -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+                let mut buf = String::new();
+                s.read_to_string(&mut buf)?;
+                Ok(buf)
+            })?
+            .map_err(io_err(what.clone()))?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| LabError::Api {
+                what: what.clone(),
+                status: 0,
+                body: raw.chars().take(200).collect(),
+            })?;
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
     /// The per-node kubeconfig paths, for reports.
     pub fn kubeconfigs(&self) -> BTreeMap<String, PathBuf> {
         self.nodes

@@ -917,3 +917,37 @@ fn a_lab_bound_to_the_ipv6_wildcard_serves_both_families() {
         assert_eq!(out.json()["gitVersion"], "v1.33.4", "{out}");
     }
 }
+
+#[test]
+fn plain_http_inside_a_node_namespace_reaches_its_loopback() {
+    require_root!();
+    // What mvp's admin endpoint (127.0.0.1:9464) looks like to a test: loopback of the node.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("readyz"), "ok").unwrap();
+    let node = lab().node("cp2").unwrap();
+    let mut server = node
+        .netns()
+        .command("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "19464",
+            "--directory",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:19464".parse().unwrap();
+    let (status, body) = eventually("http.server in cp2", || {
+        lab().node_http_get("cp2", addr, "/readyz")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // The server is gone: the helper reports the refused connection as an error.
+    assert!(lab().node_http_get("cp2", addr, "/readyz").is_err());
+}
