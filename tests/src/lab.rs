@@ -17,6 +17,29 @@
 //! controllers would: the system namespaces, the `kubernetes` Service and the `kubernetes`
 //! Endpoints/EndpointSlice listing every node ([`LabCluster::sync_endpoints`] rewrites them).
 //!
+//! ```no_run
+//! use test_support::lab::{LabCluster, LabSpec};
+//! let lab = LabCluster::start(LabSpec::mixed()).unwrap(); // cp1, cp2: 1.33; cp3: 1.36
+//! let out = lab.kubectl("cp1", &["get", "workloads.scheduling.k8s.io"]).unwrap();
+//! assert!(!out.success()); // the false 404 mvp removes
+//! let mvp = lab.start_mvp("cp1", "mvp", &["run", "--steer", "198.18.0.11:6443"]).unwrap();
+//! ```
+//!
+//! What tests get:
+//! - nodes: [`LabCluster::nodes`] / [`LabCluster::node`] → [`LabNode`] (netns, IPv4/IPv6,
+//!   `addr()`, kubeadm PKI dir [`LabNode::pki`], admin/token/IPv6 kubeconfigs, logs);
+//! - clients, run in the client namespace: [`LabCluster::kubectl`], `kubectl_with`,
+//!   `kubectl_stdin`, [`LabCluster::python`] (scripts in `tests/python/`), `client_command`,
+//!   and the admin HTTPS client [`LabCluster::admin_request`];
+//! - credentials: [`LabCluster::pki`] ([`Pki`]: client certs, expired, unknown CA, front-proxy
+//!   certs) and [`LabCluster::write_kubeconfig`];
+//! - control: [`LabCluster::stop_apiserver`] / [`LabCluster::start_apiserver`],
+//!   [`LabCluster::rotate_serving_cert`], [`LabCluster::sync_endpoints`];
+//! - observation: [`LabCluster::audit_log`], [`LabCluster::served_chain`],
+//!   [`LabCluster::node_http_get`] (plain HTTP on a node's loopback, e.g. mvp's admin port);
+//! - mvp: [`LabCluster::start_mvp`] runs `mvp <args>` in a node's namespace (a
+//!   [`LabProcess`], stopped on drop).
+//!
 //! Clean-up: dropping the cluster (also while a test unwinds from a panic) stops every
 //! process and removes namespaces, links and the temp dir. A reaper process (its own
 //! process group, fed the list of resources through a pipe) does the same when this process
@@ -37,7 +60,7 @@ use parking_lot::Mutex;
 use crate::etcd::{Etcd, EtcdError};
 use crate::https::{HttpsClient, HttpsError, Reply};
 use crate::netns::{Netns, NetnsError, Segment};
-use crate::pki::{CertKey, Kubeconfig, NodePki, Pki, PkiError};
+use crate::pki::{CertKey, Credentials, Kubeconfig, NodePki, Pki, PkiError};
 
 /// Port every lab apiserver listens on (all addresses), like kube-apiserver's default.
 pub const APISERVER_PORT: u16 = 6443;
@@ -1147,6 +1170,27 @@ impl LabCluster {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// Write a kubeconfig for `node` with any credentials (e.g. a cert from
+    /// [`Pki::client_cert`]) to `<node dir>/<name>.conf` and return its path.
+    pub fn write_kubeconfig(
+        &self,
+        node: &str,
+        name: &str,
+        user: &str,
+        credentials: Credentials,
+    ) -> Result<PathBuf, LabError> {
+        let n = self.node(node)?;
+        let path = n.dir.join(format!("{name}.conf"));
+        Kubeconfig {
+            server: n.url(),
+            ca_pem: self.pki.ca_pem(),
+            user: user.to_string(),
+            credentials,
+        }
+        .write(&path)?;
+        Ok(path)
     }
 
     /// The per-node kubeconfig paths, for reports.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use test_support::eventually::eventually;
 use test_support::https::{HttpsClient, HttpsError};
 use test_support::lab::{CmdOutput, LabCluster, LabSpec, NodeSpec};
-use test_support::pki::{CertKey, Pki};
+use test_support::pki::{CertKey, Credentials, Pki};
 use test_support::require_root;
 
 static LAB: OnceLock<LabCluster> = OnceLock::new();
@@ -848,6 +848,27 @@ fn generated_credentials_authenticate_like_kubeadms() {
     let (status, me) = whoami(&proxied, "cp2");
     assert_eq!(status, 201, "{me}");
     assert_eq!(me["status"]["userInfo"]["username"], "alice");
+
+    // Any user, through a kubeconfig the lab writes, with real kubectl.
+    let alice = lab()
+        .write_kubeconfig(
+            "cp3",
+            "alice",
+            "alice",
+            Credentials::Cert(pki.client_cert("alice", &["lab:devs"]).unwrap()),
+        )
+        .unwrap();
+    let who = ok(
+        lab()
+            .kubectl_with(&alice, &["auth", "whoami", "-o", "json"])
+            .unwrap(),
+        "kubectl auth whoami as alice",
+    );
+    assert_eq!(
+        who.json()["status"]["userInfo"]["username"],
+        "alice",
+        "{who}"
+    );
 
     // A front-proxy cert whose CN is not in --requestheader-allowed-names: 401.
     let wrong_cn = pki.front_proxy_cert("not-the-front-proxy").unwrap();
