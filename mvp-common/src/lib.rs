@@ -216,7 +216,8 @@ pub enum Decision {
     Ignore,
     /// The port is steered but this destination is not, or it is loopback.
     NotMatched,
-    /// Would be steered, but the source is an mvp upstream socket.
+    /// Would be steered, but the source is an mvp upstream socket (loopback source,
+    /// or a registered tuple).
     Bypass,
     /// Select the proxy's listener for this family.
     Steer,
@@ -226,6 +227,14 @@ pub enum Decision {
 ///
 /// Loopback is checked even for configured destinations so a misconfiguration can
 /// never capture kube-apiserver's own loopback client.
+///
+/// Bypass has two forms. A loopback *source* with a non-loopback destination only
+/// arises from a socket explicitly bound to loopback (the kernel picks the destination
+/// itself as source for local addresses, and drops loopback sources arriving from the
+/// wire): mvp's upstream sockets do that, so every instance's program recognises every
+/// instance's upstreams without shared state — two overlapping instances would
+/// otherwise relay each other's upstreams back and forth forever. The per-instance
+/// tuple map covers upstreams that cannot use a loopback source.
 pub fn decide<T: Tables>(lookup: &Lookup, tables: &T) -> Decision {
     if lookup.protocol != PROTO_TCP || !tables.port_steered(lookup.local.port) {
         return Decision::Ignore;
@@ -233,7 +242,7 @@ pub fn decide<T: Tables>(lookup: &Lookup, tables: &T) -> Decision {
     if !tables.destination_steered(&lookup.local.key()) || lookup.local.is_loopback() {
         return Decision::NotMatched;
     }
-    if tables.source_bypassed(&lookup.remote.key()) {
+    if lookup.remote.is_loopback() || tables.source_bypassed(&lookup.remote.key()) {
         return Decision::Bypass;
     }
     Decision::Steer
@@ -398,6 +407,19 @@ mod tests {
         // Another source port from the same address is still steered.
         let other = tcp(Endpoint::v4(NODE, 6443), Endpoint::v4(NODE, 50001));
         assert_eq!(decide(&other, &t), Decision::Steer);
+    }
+
+    #[test]
+    fn loopback_source_is_always_bypassed() {
+        // Another mvp instance's upstream: not in our tuple map, but from loopback.
+        let t = Sets::default().steer(Endpoint::v4(NODE, 6443));
+        let l = tcp(Endpoint::v4(NODE, 6443), Endpoint::v4([127, 0, 0, 1], 50000));
+        assert_eq!(decide(&l, &t), Decision::Bypass);
+        let t6 = Sets::default().steer(Endpoint::v6(NODE6, 6443));
+        let mut lo6 = [0u8; 16];
+        lo6[15] = 1;
+        let l6 = tcp(Endpoint::v6(NODE6, 6443), Endpoint::v6(lo6, 50000));
+        assert_eq!(decide(&l6, &t6), Decision::Bypass);
     }
 
     #[test]

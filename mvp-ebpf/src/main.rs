@@ -8,7 +8,6 @@
 #[cfg(target_arch = "bpf")]
 mod prog {
     use aya_ebpf::{
-        EbpfContext as _,
         bindings::{BPF_SK_LOOKUP_F_NO_REUSEPORT, BPF_SK_LOOKUP_F_REPLACE, sk_action::SK_PASS},
         macros::{map, sk_lookup},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, SockMap},
@@ -118,19 +117,7 @@ mod prog {
         match decide(&lookup, &Maps) {
             Decision::Ignore => {}
             Decision::NotMatched => count(Counter::NotMatched),
-            Decision::Bypass => {
-                // Undo a selection made by an older overlapping instance: its bypass map
-                // does not know our upstream sockets, and mvp must never loop into mvp.
-                // SAFETY: a NULL socket with REPLACE is the documented way to reset.
-                let _ = unsafe {
-                    aya_ebpf::helpers::bpf_sk_assign(
-                        ctx.as_ptr(),
-                        core::ptr::null_mut(),
-                        BPF_SK_LOOKUP_F_REPLACE as u64,
-                    )
-                };
-                count(Counter::Bypassed)
-            }
+            Decision::Bypass => count(Counter::Bypassed),
             Decision::Steer => {
                 // REPLACE: the newest instance (attached last) wins an overlap.
                 // NO_REUSEPORT: exactly the socket in the slot, no group fan-out.

@@ -2,10 +2,14 @@
 //!
 //! sk_lookup runs on the receiving side of *every* local delivery, so mvp's own
 //! connection to a steered (address, port) on this node would be steered into mvp
-//! again. [`BypassConnector`] prevents that by tuple: bind to port 0, learn the source
-//! tuple, register it in the bypass LRU, connect, remove it once established (the LRU
-//! covers a crash between the two). The program sees no uid/cgroup/mark, so the tuple
-//! is the only handle.
+//! again. The program sees no uid/cgroup/mark, so the source is the only handle.
+//! [`BypassConnector`]:
+//! 1. picks the source: for a destination on this node, the loopback address of its
+//!    family (every instance's program bypasses loopback sources — overlapping
+//!    instances cannot see each other's tuple maps), else the route's source;
+//! 2. binds port 0 and learns the tuple (getsockname);
+//! 3. registers the tuple in the bypass LRU (belt and braces; the LRU covers a crash);
+//! 4. connects, and removes the tuple once established.
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
@@ -223,8 +227,7 @@ impl BypassConnector {
 }
 
 /// The source address the kernel would pick for `dst` (a UDP connect sends nothing).
-/// Binding it explicitly makes the source tuple known before the SYN leaves.
-fn source_for(dst: SocketAddr) -> io::Result<IpAddr> {
+fn route_source(dst: SocketAddr) -> io::Result<IpAddr> {
     let any: SocketAddr = match dst {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -232,6 +235,19 @@ fn source_for(dst: SocketAddr) -> io::Result<IpAddr> {
     let probe = std::net::UdpSocket::bind(any)?;
     probe.connect(dst)?;
     Ok(probe.local_addr()?.ip())
+}
+
+/// The source to bind for `dst`: loopback for destinations on this node (the kernel
+/// chooses the destination itself as source for those), else the route's source.
+fn source_for(dst: SocketAddr) -> io::Result<IpAddr> {
+    let src = route_source(dst)?;
+    if src != dst.ip() {
+        return Ok(src);
+    }
+    Ok(match dst {
+        SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    })
 }
 
 impl UpstreamConnector for BypassConnector {
