@@ -35,9 +35,9 @@ pub enum RelayError {
         client: ClientAddr,
         /// The original destination.
         orig_dst: OrigDstAddr,
-        /// Why.
+        /// Why (boxed: keeps the error small on the hot path).
         #[source]
-        source: ConnectError,
+        source: Box<ConnectError>,
     },
     /// Copying ended with an I/O error (a reset on either side).
     #[error("relay: {client} -> {orig_dst}: connection ended with an error")]
@@ -137,7 +137,7 @@ impl<C: UpstreamConnector> Relay<C> {
                 return Err(RelayError::Upstream {
                     client,
                     orig_dst,
-                    source,
+                    source: Box::new(source),
                 });
             }
         };
