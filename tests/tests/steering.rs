@@ -423,7 +423,7 @@ fn kill_9_fails_open(fam: Fam) {
         })
         .count();
     eprintln!(
-        "kill -9 summary ({fam:?}): {} connections opened before the kill completed ({relayed_before} relayed by mvp, {} direct, {} failed around the kill{}); {} opened after the kill: {after_direct} reached the apiserver directly, {} failed",
+        "kill -9 summary ({fam:?}): {} connections opened before kill -9 returned ({relayed_before} relayed by mvp, {} direct, {} failed around the kill{}); {} opened after the kill: {after_direct} reached the apiserver directly, {} failed",
         before.len(),
         before.len() - relayed_before - failed_around.len(),
         failed_around.len(),
@@ -522,4 +522,31 @@ fn loopback_steer_target_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+// Without privileges, `mvp run` says so in one line (no panic, no backtrace).
+#[test]
+fn unprivileged_run_fails_with_one_actionable_line() {
+    require_root!();
+    let t = Topo::new();
+    // setpriv drops to nobody with no capabilities; the namespace gives a free admin port.
+    let out = t
+        .server
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bins::mvp())
+        .args(["run", "--steer", "198.18.0.1:6443"])
+        .output()
+        .expect("run setpriv mvp");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("mvp: error: steer:"), "{err}");
+    assert!(lines[0].contains("run mvp as root"), "{err}");
 }
