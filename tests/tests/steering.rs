@@ -190,12 +190,16 @@ impl Mvp {
         self.child.wait().expect("reap mvp");
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    fn send_sigterm(&self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
             nix::sys::signal::Signal::SIGTERM,
         )
         .expect("SIGTERM mvp");
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        self.send_sigterm();
         self.child.wait().expect("wait for mvp")
     }
 }
@@ -549,4 +553,72 @@ fn unprivileged_run_fails_with_one_actionable_line() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].starts_with("mvp: error: steer:"), "{err}");
     assert!(lines[0].contains("run mvp as root"), "{err}");
+}
+
+// SIGTERM: the slot is cleared first (new connections go straight to the apiserver,
+// /readyz turns 503) while an in-flight relayed connection keeps working; mvp exits 0
+// once it is done.
+#[test]
+fn sigterm_clears_the_slot_then_drains() {
+    require_root!();
+    trace::init();
+    let fam = Fam::V4;
+    let t = Topo::new();
+    let _api =
+        EchoServer::start_echoing(&t.server, &fam.wildcard(PORT), "apiserver").expect("apiserver");
+    let mut mvp = Mvp::start(&t.server, &[fam.server()], 9464);
+
+    let (reply, mut held) = t
+        .client
+        .run(|| echo::dial_keep(fam.server(), DIAL_TIMEOUT))
+        .expect("dial held connection");
+    assert_relayed(&reply, fam);
+
+    mvp.send_sigterm();
+    eventually("/readyz to turn 503 while draining", || {
+        match http_get(&t.server, mvp.admin, "/readyz") {
+            Ok((503, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (fresh, fresh_conn) = t
+        .client
+        .run(|| echo::dial_keep(fam.server(), DIAL_TIMEOUT))
+        .expect("dial during drain");
+    assert_direct(&fresh, "apiserver");
+    drop(fresh_conn);
+
+    // Past the accept grace, mvp waits for the held connection...
+    eventually(
+        "mvp to report one in-flight connection while draining",
+        || {
+            let text = mvp.log_text();
+            let draining = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|v| v["fields"]["message"] == "draining" && v["fields"]["in_flight"] == 1);
+            if draining { Ok(()) } else { Err(text) }
+        },
+    );
+    // ...which still relays both ways.
+    held.write_all(b"ping\n")
+        .expect("write through draining mvp");
+    let mut buf = [0u8; 5];
+    held.read_exact(&mut buf)
+        .expect("echo through draining mvp");
+    assert_eq!(&buf, b"ping\n");
+    assert!(
+        mvp.child.try_wait().expect("try_wait").is_none(),
+        "mvp exited before its in-flight connection finished"
+    );
+
+    drop(held);
+    let status = eventually("mvp to exit after draining", || {
+        match mvp.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    assert!(status.success(), "exit {status}:\n{}", mvp.log_text());
 }
