@@ -74,6 +74,13 @@ impl RunConfig {
     /// Validate CLI arguments.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
         let steer = args.steer.clone();
+        if steer.len() > mvp_common::STEER_DST_MAX as usize {
+            return Err(AppError::Config(format!(
+                "{} --steer targets; at most {} are supported",
+                steer.len(),
+                mvp_common::STEER_DST_MAX
+            )));
+        }
         for t in &steer {
             let t = t.get();
             let a = crate::addr::canonical(args.admin_address);

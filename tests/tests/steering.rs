@@ -587,6 +587,20 @@ fn sigterm_clears_the_slot_then_drains() {
         .expect("dial during drain");
     assert_direct(&fresh, "apiserver");
     drop(fresh_conn);
+    // The program is still attached while draining: the fresh SYN found the slot
+    // empty and passed (fail-open), and that is counted.
+    let m = mvp.metrics(&t.server);
+    assert_eq!(
+        (
+            m["steered"],
+            m["bypassed"],
+            m["no_listener"],
+            m["assign_error"],
+            m["not_matched"]
+        ),
+        (1, 1, 1, 0, 0),
+        "{m:?}"
+    );
 
     // Past the accept grace, mvp waits for the held connection...
     eventually(
