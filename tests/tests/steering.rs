@@ -636,3 +636,69 @@ fn sigterm_clears_the_slot_then_drains() {
     });
     assert!(status.success(), "exit {status}:\n{}", mvp.log_text());
 }
+
+// The tuple mechanism on its own (in-process, through the library): a socket bound to
+// a non-loopback source is steered unless its tuple was registered first.
+#[test]
+fn registered_upstream_tuple_is_bypassed() {
+    use mvp::addr::UpstreamAddr;
+    use mvp::steer::{
+        BypassConnector, ListenerSource, SteeredListeners, Steering, UpstreamConnector,
+    };
+    use mvp_common::Counter;
+    use tokio::io::AsyncReadExt;
+
+    require_root!();
+    trace::init();
+    let t = Topo::new();
+    for fam in [Fam::V4, Fam::V6] {
+        let _api = t.apiserver(fam);
+        let (control, bypassed, counters) = t.server.run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let steering = Steering::load(&[fam.server()], &t.server.path()).expect("load");
+                let handle = steering.handle();
+                let source = SteeredListeners::new(handle.clone());
+                let lo = SocketAddr::new(fam.loopback().ip(), 0);
+                let listeners = source.bind(&[lo]).expect("bind");
+                source.activate(&listeners).expect("activate");
+
+                // Control: same source address, not registered → steered to our listener.
+                let plain = tokio::net::TcpStream::connect(fam.server())
+                    .await
+                    .expect("control connect");
+                let (_, control_peer) = listeners[0].accept().await.expect("accept control");
+                assert_eq!(control_peer, plain.local_addr().expect("local"));
+
+                let connector = BypassConnector::with_source(handle.clone(), fam.server().ip());
+                let mut up = connector
+                    .connect(UpstreamAddr::new(fam.server()))
+                    .await
+                    .expect("bypassed connect");
+                let mut line = String::new();
+                let mut byte = [0u8; 1];
+                while up.read(&mut byte).await.expect("read") == 1 && byte[0] != b'\n' {
+                    line.push(char::from(byte[0]));
+                }
+                let local = up.local_addr();
+                let counters = handle.counters().expect("counters");
+                (
+                    control_peer,
+                    (line, local),
+                    [
+                        counters.get(Counter::Steered),
+                        counters.get(Counter::Bypassed),
+                    ],
+                )
+            })
+        });
+        assert_eq!(control.ip(), fam.server().ip());
+        let (line, local) = bypassed;
+        assert!(!local.ip().is_loopback(), "{local}");
+        assert_eq!(line, format!("apiserver {local}"), "{fam:?}");
+        assert_eq!(counters, [1, 1], "{fam:?}: [steered, bypassed]");
+    }
+}
