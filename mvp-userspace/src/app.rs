@@ -12,13 +12,38 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::SteerTarget;
+use crate::addr::{ClientAddr, OrigDstAddr, SteerTarget};
 use crate::admin::{self, AdminState};
 use crate::cli::{LogFormat, RunArgs};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
     self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
+    UpstreamConnector,
 };
+
+/// What `mvp run` does with each accepted (steered) connection: the L4 [`Relay`] now,
+/// the L7 front door later. The accept loop, readiness and draining stay in `app`.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    /// Handle one connection to the end; errors are the handler's to log.
+    fn handle(
+        &self,
+        conn: TcpStream,
+        client: ClientAddr,
+        orig_dst: OrigDstAddr,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl<C: UpstreamConnector> ConnectionHandler for Relay<C> {
+    async fn handle(&self, conn: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr) {
+        match self.relay(conn, client, orig_dst).await {
+            Ok(_) => {}
+            Err(e @ (RelayError::Loop { .. } | RelayError::Upstream { .. })) => {
+                tracing::warn!(error = %one_line(&e), "connection not relayed")
+            }
+            Err(e) => tracing::debug!(error = %one_line(&e), "connection ended"),
+        }
+    }
+}
 
 /// How long a cleared listener keeps accepting what the kernel already queued for it.
 const ACCEPT_GRACE: Duration = Duration::from_millis(200);
@@ -243,18 +268,11 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
 
     let mut conns = JoinSet::new();
     let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
-        let relay = relay.clone();
+        let handler = relay.clone();
         conns.spawn(async move {
-            let result = match relay::addresses(&conn) {
-                Ok((client, orig)) => relay.relay(conn, client, orig).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {}
-                Err(e @ (RelayError::Loop { .. } | RelayError::Upstream { .. })) => {
-                    tracing::warn!(error = %one_line(&e), "connection not relayed")
-                }
-                Err(e) => tracing::debug!(error = %one_line(&e), "connection ended"),
+            match relay::addresses(&conn) {
+                Ok((client, orig_dst)) => handler.handle(conn, client, orig_dst).await,
+                Err(e) => tracing::debug!(error = %one_line(&e), "connection gone before handling"),
             }
         });
     };
