@@ -47,6 +47,8 @@ impl<C: UpstreamConnector> ConnectionHandler for Relay<C> {
 
 /// How long a cleared listener keeps accepting what the kernel already queued for it.
 const ACCEPT_GRACE: Duration = Duration::from_millis(200);
+/// Pause after a failed accept (e.g. EMFILE) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Errors of `mvp run`, each saying which part failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +260,11 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
                 }
             }
         });

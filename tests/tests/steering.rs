@@ -190,16 +190,21 @@ impl Mvp {
         self.child.wait().expect("reap mvp");
     }
 
-    fn send_sigterm(&self) {
+    fn send(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
-            nix::sys::signal::Signal::SIGTERM,
+            signal,
         )
-        .expect("SIGTERM mvp");
+        .expect("signal mvp");
     }
 
-    fn terminate(&mut self) -> ExitStatus {
-        self.send_sigterm();
+    fn send_sigterm(&self) {
+        self.send(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Stop with `signal` and wait for the exit status.
+    fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        self.send(signal);
         self.child.wait().expect("wait for mvp")
     }
 }
@@ -458,7 +463,8 @@ fn kill_9_fails_open_v6() {
     kill_9_fails_open(Fam::V6);
 }
 
-// 5: a graceful stop exits 0 and fails open; a restart resumes steering.
+// 5: a graceful stop (SIGINT here; SIGTERM in the drain test) exits 0 and fails
+// open; a restart resumes steering.
 #[test]
 fn restart_resumes_steering() {
     require_root!();
@@ -470,10 +476,10 @@ fn restart_resumes_steering() {
     let mut first = Mvp::start(&t.server, &[fam.server()], 9464);
     assert_relayed(&t.dial_from_client(fam.server()), fam);
     first.assert_counts(&t.server, 1, 1, 0);
-    let status = first.terminate();
+    let status = first.stop_with(nix::sys::signal::Signal::SIGINT);
     assert!(
         status.success(),
-        "SIGTERM must exit 0, got {status}:\n{}",
+        "SIGINT must exit 0, got {status}:\n{}",
         first.log_text()
     );
 
