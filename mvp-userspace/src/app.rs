@@ -130,6 +130,14 @@ impl RunConfig {
         } else {
             args.listen.clone()
         };
+        if let Some(l) = listen
+            .iter()
+            .find(|l| steer.iter().any(|t| crate::addr::canonical(**l) == t.get()))
+        {
+            return Err(AppError::Config(format!(
+                "--listen {l} is a steered address: bind mvp's listener elsewhere (default: loopback, ephemeral port)"
+            )));
+        }
         for t in &steer {
             let fam = steer::listener::family_of(t.get());
             if !listen.iter().any(|l| steer::listener::family_of(*l) == fam) {
@@ -371,6 +379,19 @@ mod tests {
         ])
         .expect_err("overlap");
         assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn listener_must_not_be_steered() {
+        let e = config(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--listen",
+            "198.18.0.1:6443",
+        ])
+        .expect_err("listener on a steered address");
+        assert!(e.to_string().contains("--listen"), "{e}");
     }
 
     #[test]
