@@ -5,9 +5,17 @@
 //! - [`addr`]: typed addresses so client, original destination and upstream cannot be confused.
 //! - [`relay`]: the L4 relay used until the L7 front door lands.
 //! - [`app`]: wiring of the daemon (`mvp run`).
+//! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod app;
 pub mod relay;
 pub mod steer;
+
+// Brain (pure core, no I/O).
+pub mod discovery;
+// pub mod request_info;
+// pub mod route;
+#[cfg(test)]
+mod test_fixtures;
