@@ -15,7 +15,7 @@ pub mod steer;
 
 // Brain (pure core, no I/O).
 pub mod discovery;
-// pub mod request_info;
+pub mod request_info;
 // pub mod route;
 #[cfg(test)]
 mod test_fixtures;
