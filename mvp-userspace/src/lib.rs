@@ -16,6 +16,6 @@ pub mod steer;
 // Brain (pure core, no I/O).
 pub mod discovery;
 pub mod request_info;
-// pub mod route;
+pub mod route;
 #[cfg(test)]
 mod test_fixtures;
