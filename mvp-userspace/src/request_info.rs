@@ -349,12 +349,10 @@ pub fn classify(
     };
 
     let mut namespace = "";
-    if rest[0] == "namespaces" {
-        if rest.len() > 1 {
-            namespace = rest[1];
-            if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces" && rest.len() > 1 {
+        namespace = rest[1];
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest = &rest[2..];
         }
     }
 

@@ -68,7 +68,7 @@ pub struct ServerGroups<'a> {
     pub groups: &'a [APIGroupDiscovery],
 }
 
-fn reorder_by<T>(items: &mut Vec<T>, order: &[String], key: impl Fn(&T) -> &str) {
+fn reorder_by<T>(items: &mut [T], order: &[String], key: impl Fn(&T) -> &str) {
     let position: HashMap<&str, usize> = order
         .iter()
         .enumerate()

@@ -181,8 +181,8 @@ pub fn negotiate_discovery(accept: Option<&str>, policy: NegotiationPolicy) -> D
     let mut other_encoding_acceptable = false;
     for clause in parse_accept(header) {
         for (media_type, subtype, encoding) in SERVED {
-            let matches = (clause.media_type == media_type && clause.subtype == subtype)
-                || (clause.media_type == media_type && clause.subtype == "*")
+            let matches = (clause.media_type == media_type
+                && (clause.subtype == subtype || clause.subtype == "*"))
                 || (clause.media_type == "*" && clause.subtype == "*");
             if !matches {
                 continue;
