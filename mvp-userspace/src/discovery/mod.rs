@@ -8,3 +8,4 @@ pub mod merge;
 pub mod model;
 pub mod negotiate;
 pub mod served;
+pub mod view;
