@@ -3,6 +3,7 @@
 //! documents in, the front door asks for answers.
 
 pub mod etag;
+pub mod exclusion;
 pub mod legacy;
 pub mod merge;
 pub mod model;

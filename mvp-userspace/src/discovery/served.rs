@@ -199,6 +199,17 @@ impl ExclusionSet {
         self.group_versions.is_empty()
     }
 
+    /// Every (group, version), unordered.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.group_versions.iter().flat_map(|(group, versions)| {
+            versions.iter().map(move |v| (group.as_str(), v.as_str()))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.group_versions.values().map(HashSet::len).sum()
+    }
+
     /// Add the group/versions of aggregated APIs from an `APIServiceList`
     /// (`GET /apis/apiregistration.k8s.io/v1/apiservices`): those with `spec.service` set.
     pub fn add_api_services(&mut self, api_service_list: &[u8]) -> Result<(), ExclusionError> {

@@ -690,4 +690,141 @@ mod tests {
             "never peer-aggregated (upstream §8 case 40)"
         );
     }
+
+    fn with_group(mut server: ServerDiscovery, name: &str, resource: &str) -> ServerDiscovery {
+        server.groups.items.push(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+                "versions": [{"version": "v1", "resources": [{"resource": resource,
+                "scope": "Cluster", "singularResource": "", "verbs": ["get"]}],
+                "freshness": "Current"}]}))
+            .unwrap(),
+        );
+        server
+    }
+
+    fn group_names(view: &DiscoveryView, accept: &str) -> Vec<String> {
+        let (_, body, _) = body_of(view.respond(DiscoveryPath::Apis, Some(accept), None));
+        let list: APIGroupDiscoveryList = serde_json::from_slice(&body).unwrap();
+        list.items.iter().map(|g| g.name().to_owned()).collect()
+    }
+
+    fn build(local: &ServerDiscovery, peers: &[&ServerDiscovery]) -> DiscoveryView {
+        DiscoveryView::build(
+            local,
+            peers,
+            &ExclusionSet::default(),
+            vec![],
+            NegotiationPolicy::KUBE_1_36,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn upstream_cases_22_24_26_peer_groups_in_merged_view_only() {
+        let empty = |id: &str| ServerDiscovery {
+            server_id: id.into(),
+            ..Default::default()
+        };
+        let local = with_group(empty("local"), "local.example.com", "locals");
+        let peer1 = with_group(empty("peer-1"), "peer.example.com", "peers");
+        let peer2 = with_group(empty("peer-2"), "other.example.com", "others");
+        // 22: v2 without profile → local + peer groups.
+        let view = build(&local, &[&peer1]);
+        assert_eq!(
+            group_names(&view, V2),
+            ["local.example.com", "peer.example.com"]
+        );
+        // 24: nopeer → local only.
+        assert_eq!(group_names(&view, V2_NOPEER), ["local.example.com"]);
+        // 26: two peers → union of three groups (no shared order: lexicographic).
+        let view = build(&local, &[&peer1, &peer2]);
+        assert_eq!(
+            group_names(&view, V2),
+            ["local.example.com", "other.example.com", "peer.example.com"]
+        );
+        // 25: no peers → local only, same bytes as nopeer.
+        let view = build(&local, &[]);
+        assert_eq!(
+            body_of(view.respond(DiscoveryPath::Apis, Some(V2), None)),
+            body_of(view.respond(DiscoveryPath::Apis, Some(V2_NOPEER), None))
+        );
+    }
+
+    #[test]
+    fn upstream_case_27_etag_stable_then_changes_with_content() {
+        let local = real_server("local");
+        let peer = real_server("peer");
+        let first = body_of(build(&local, &[&peer]).respond(DiscoveryPath::Apis, Some(V2), None));
+        let again = body_of(build(&local, &[&peer]).respond(DiscoveryPath::Apis, Some(V2), None));
+        assert!(first.2.is_some());
+        assert_eq!(first.2, again.2);
+        let grown = with_group(real_server("peer"), "new.example.com", "news");
+        let changed =
+            body_of(build(&local, &[&grown]).respond(DiscoveryPath::Apis, Some(V2), None));
+        assert_ne!(first.2, changed.2);
+    }
+
+    #[test]
+    fn upstream_case_41_departed_peer_disappears() {
+        let local = real_server("local");
+        let peer = with_group(real_server("peer"), "peer.example.com", "peers");
+        let with_peer = build(&local, &[&peer]);
+        assert!(group_names(&with_peer, V2).contains(&"peer.example.com".to_owned()));
+        let request = classify(&Method::GET, "/apis/peer.example.com/v1/peers", None).unwrap();
+        let up = |_: &str| true;
+        let health = Health {
+            local_up: true,
+            peer_up: &up,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert!(matches!(
+            with_peer
+                .routing()
+                .decide(&request, false, &health, &mut rng),
+            RouteDecision::Peer { .. }
+        ));
+        let without = build(&local, &[]);
+        assert!(!group_names(&without, V2).contains(&"peer.example.com".to_owned()));
+        assert_eq!(
+            without.routing().decide(&request, false, &health, &mut rng),
+            RouteDecision::LocalNotFound
+        );
+    }
+
+    #[test]
+    fn merged_core_includes_a_peer_only_subresource() {
+        let local = real_server("local");
+        let mut peer = real_server("peer");
+        let pods = peer.core.items[0].versions[0]
+            .resources
+            .iter_mut()
+            .find(|r| r.resource == "pods")
+            .unwrap();
+        pods.subresources
+            .push(crate::discovery::model::APISubresourceDiscovery {
+                subresource: "checkpoint".into(),
+                verbs: vec!["create".into()],
+                ..Default::default()
+            });
+        let view = build(&local, &[&peer]);
+        let (_, merged, _) = body_of(view.respond(DiscoveryPath::Api, Some(V2), None));
+        assert!(
+            String::from_utf8(merged)
+                .unwrap()
+                .contains("\"checkpoint\"")
+        );
+        let (_, local_only, _) = body_of(view.respond(DiscoveryPath::Api, Some(V2_NOPEER), None));
+        assert!(
+            !String::from_utf8(local_only)
+                .unwrap()
+                .contains("\"checkpoint\"")
+        );
+        // Legacy /api/v1 is derived from the merged view.
+        let (_, legacy, _) = body_of(view.respond(DiscoveryPath::CoreVersion("v1"), None, None));
+        assert!(
+            String::from_utf8(legacy)
+                .unwrap()
+                .contains("\"pods/checkpoint\"")
+        );
+    }
 }
