@@ -206,6 +206,38 @@ impl RoutingTable {
     }
 }
 
+/// Body of the 503 answered for [`RouteDecision::Unavailable`]: a `Status` like kube's
+/// (compact, trailing newline), with `details.retryAfterSeconds` matching the `Retry-After`
+/// header the caller sends (client-go retries 5xx answers that carry it).
+pub fn unavailable_status_body(
+    request: &crate::request_info::ResourceRequest,
+    retry_after_seconds: u32,
+) -> String {
+    let what = match request.subresource() {
+        Some(sub) => format!("{}/{}", request.resource, sub),
+        None => request.resource.clone(),
+    };
+    let message = format!(
+        "no reachable apiserver serves {what} in group {:?} version {:?}; retry later",
+        request.group, request.version
+    );
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "ServiceUnavailable",
+        "details": {
+            "group": request.group,
+            "kind": request.resource,
+            "retryAfterSeconds": retry_after_seconds,
+        },
+        "code": 503,
+    });
+    format!("{status}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -835,6 +867,45 @@ mod tests {
             RouteDecision::Peer {
                 candidates: vec!["newer"]
             }
+        );
+    }
+
+    #[test]
+    fn unavailable_body_is_a_service_unavailable_status() {
+        let request = get("/apis/resource.k8s.io/v1alpha3/devicetaintrules/t/status");
+        let body = unavailable_status_body(request.resource().unwrap(), 5);
+        assert!(body.ends_with("}\n"));
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["code"], 503);
+        assert_eq!(status["reason"], "ServiceUnavailable");
+        assert_eq!(status["details"]["retryAfterSeconds"], 5);
+        assert_eq!(status["details"]["group"], "resource.k8s.io");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("devicetaintrules/status")
+        );
+        // Key order as kube writes a Status.
+        let keys: Vec<&str> = status
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "kind",
+                "apiVersion",
+                "metadata",
+                "status",
+                "message",
+                "reason",
+                "details",
+                "code"
+            ]
         );
     }
 }

@@ -333,7 +333,9 @@ mod tests {
     use super::*;
     use crate::request_info::classify;
     use crate::route::{Health, LocalReason, RouteDecision};
-    use crate::test_fixtures::{discovery, real_apiserver, recorded_etag};
+    use crate::test_fixtures::{
+        discovery, real_apiserver, real_apiserver_emulating_135, recorded_etag,
+    };
     use http::Method;
     use rand::SeedableRng;
 
@@ -825,6 +827,70 @@ mod tests {
             String::from_utf8(legacy)
                 .unwrap()
                 .contains("\"pods/checkpoint\"")
+        );
+    }
+
+    #[test]
+    fn real_135_and_136_servers_both_serve_the_136_document() {
+        // The recorded emulating-1.35 /apis lacks only MutatingAdmissionPolicy(Binding) in
+        // admissionregistration.k8s.io/v1; 1.36's resource list there is a superset, so the
+        // consensus order is 1.36's and the merged document is exactly 1.36's — same bytes,
+        // same ETag as the real 1.36 server sent.
+        let emulated = ServerDiscovery {
+            server_id: "apiserver-a".into(),
+            core: serde_json::from_slice(&real_apiserver_emulating_135(
+                "discovery-api-aggregated-v2.json",
+            ))
+            .unwrap(),
+            groups: serde_json::from_slice(&real_apiserver_emulating_135(
+                "discovery-apis-aggregated-v2.json",
+            ))
+            .unwrap(),
+        };
+        let current = ServerDiscovery {
+            server_id: "apiserver-b".into(),
+            ..real_server("x")
+        };
+        let recorded_body = real_apiserver("discovery-apis-aggregated-v2.json");
+        let recorded_tag = recorded_etag(&real_apiserver(
+            "discovery-apis-aggregated-v2.response-headers.txt",
+        ));
+        for view in [build(&emulated, &[&current]), build(&current, &[&emulated])] {
+            let (_, body, etag) = body_of(view.respond(DiscoveryPath::Apis, Some(V2), None));
+            assert_eq!(body, recorded_body);
+            assert_eq!(etag, recorded_tag);
+        }
+        // On the 1.35 server, MutatingAdmissionPolicies go to the 1.36 peer.
+        let view = build(&emulated, &[&current]);
+        let request = classify(
+            &Method::POST,
+            "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies",
+            None,
+        )
+        .unwrap();
+        let up = |_: &str| true;
+        let health = Health {
+            local_up: true,
+            peer_up: &up,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert_eq!(
+            view.routing().decide(&request, false, &health, &mut rng),
+            RouteDecision::Peer {
+                candidates: vec!["apiserver-b"]
+            }
+        );
+        // And its nopeer document is still its own (the recorded 1.35 one).
+        let (_, body, etag) = body_of(view.respond(DiscoveryPath::Apis, Some(V2_NOPEER), None));
+        assert_eq!(
+            body,
+            real_apiserver_emulating_135("discovery-apis-aggregated-v2.json")
+        );
+        assert_eq!(
+            etag,
+            recorded_etag(&real_apiserver_emulating_135(
+                "discovery-apis-aggregated-v2.response-headers.txt"
+            ))
         );
     }
 }
