@@ -77,7 +77,8 @@ fn reorder_by<T>(items: &mut [T], order: &[String], key: impl Fn(&T) -> &str) {
     items.sort_by_key(|item| position.get(key(item)).copied().unwrap_or(usize::MAX));
 }
 
-/// Union of `incoming` into `existing`; returns whether `existing` changed.
+/// Union of `incoming` into `existing` (both describe the same resource and differ):
+/// verbs sorted and de-duplicated, subresources by name sorted; other fields stay first-seen.
 fn merge_resource(existing: &mut APIResourceDiscovery, incoming: &APIResourceDiscovery) {
     let verbs: BTreeSet<String> = existing
         .verbs
@@ -189,9 +190,9 @@ fn group_names(groups: &[APIGroupDiscovery]) -> Vec<&str> {
 ///   ones are merged into it: version union, resource union (verbs: sorted union;
 ///   subresources: union by name, sorted; other fields from the first copy; `freshness` from
 ///   the first copy), new versions/resources placed by [`consensus_order`];
-/// - group order: the local list unchanged when nothing was merged and every server lists
-///   the same groups in the same order; the local order when only content changed; else the
-///   consensus order of all servers' lists.
+/// - group order: when every server lists the same groups in the same order, the local
+///   order (and the local list itself when the result equals it); else the consensus order
+///   of all servers' lists in server-ID order.
 ///
 /// A peer entry carrying the local server's ID is ignored.
 pub fn merge_peer_aggregated<'a>(
