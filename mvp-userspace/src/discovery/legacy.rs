@@ -9,11 +9,17 @@
 //!   with an empty `singularName`, the parent's `namespaced`, and group/version/kind from the
 //!   subresource's `responseKind` (group/version only when non-empty);
 //! - `storageVersionHash` is not part of aggregated discovery, so it cannot be reproduced.
+//!
+//! The reverse direction ([`aggregated_from_legacy`]) serves servers without aggregated
+//! discovery (before 1.26): it follows kube-aggregator's `ConvertGroupVersionIntoToDiscovery`.
+
+use std::collections::HashMap;
 
 use super::model::{
     APIGroup, APIGroupDiscovery, APIGroupDiscoveryList, APIGroupList, APIResource,
-    APIResourceDiscovery, APIResourceList, APIVersionDiscovery, APIVersions,
-    GroupVersionForDiscovery, GroupVersionKind, SCOPE_NAMESPACED, ServerAddressByClientCIDR,
+    APIResourceDiscovery, APIResourceList, APISubresourceDiscovery, APIVersionDiscovery,
+    APIVersions, AggregatedVersion, DocumentError, GroupVersionForDiscovery, GroupVersionKind,
+    ObjectMeta, SCOPE_NAMESPACED, ServerAddressByClientCIDR,
 };
 
 fn group_version_string(group: &str, version: &str) -> String {
@@ -167,6 +173,117 @@ pub fn find_legacy_resource_list(
         .map(|found| legacy_resource_list(group, found))
 }
 
+/// Aggregated resources of one legacy `APIResourceList` (kube-aggregator's
+/// `ConvertGroupVersionIntoToDiscovery`): top-level resources in list order, then each
+/// `<resource>/<sub>` entry appended to its parent (a parent is invented, with an empty
+/// response kind, when the list has none); a subresource scoped unlike its parent is an error.
+pub fn aggregated_resources(
+    list: &APIResourceList,
+) -> Result<Vec<APIResourceDiscovery>, DocumentError> {
+    let scope_of = |namespaced: bool| {
+        if namespaced {
+            SCOPE_NAMESPACED
+        } else {
+            "Cluster"
+        }
+    };
+    let mut resources: Vec<APIResourceDiscovery> = Vec::new();
+    let mut parents: HashMap<&str, usize> = HashMap::new();
+    for resource in list.resources.iter().filter(|r| !r.name.contains('/')) {
+        parents.insert(&resource.name, resources.len());
+        resources.push(APIResourceDiscovery {
+            resource: resource.name.clone(),
+            response_kind: Some(GroupVersionKind {
+                group: resource.group.clone(),
+                version: resource.version.clone(),
+                kind: resource.kind.clone(),
+            }),
+            scope: scope_of(resource.namespaced).to_owned(),
+            singular_resource: resource.singular_name.clone(),
+            verbs: resource.verbs.clone(),
+            short_names: resource.short_names.clone(),
+            categories: resource.categories.clone(),
+            subresources: Vec::new(),
+            extra: Default::default(),
+        });
+    }
+    for entry in &list.resources {
+        let Some((parent, subresource)) = entry.name.split_once('/') else {
+            continue;
+        };
+        let scope = scope_of(entry.namespaced);
+        let index = *parents.entry(parent).or_insert_with(|| {
+            resources.push(APIResourceDiscovery {
+                resource: parent.to_owned(),
+                response_kind: Some(GroupVersionKind::default()),
+                scope: scope.to_owned(),
+                ..Default::default()
+            });
+            resources.len() - 1
+        });
+        if resources[index].scope != scope {
+            return Err(DocumentError::ScopeMismatch {
+                resource: parent.to_owned(),
+                subresource: subresource.to_owned(),
+            });
+        }
+        resources[index].subresources.push(APISubresourceDiscovery {
+            subresource: subresource.to_owned(),
+            response_kind: Some(GroupVersionKind {
+                group: entry.group.clone(),
+                version: entry.version.clone(),
+                kind: entry.kind.clone(),
+            })
+            .filter(|kind| !kind.kind.is_empty())
+            .or_else(|| Some(GroupVersionKind::default())),
+            accepted_types: Vec::new(),
+            verbs: entry.verbs.clone(),
+            extra: Default::default(),
+        });
+    }
+    Ok(resources)
+}
+
+/// An aggregated list from legacy documents: groups and versions in `APIGroupList` order
+/// (the core group is a group named `""`), each version's resources from the matching
+/// `APIResourceList` (found by `groupVersion`); a version without a list has no resources.
+pub fn aggregated_from_legacy(
+    groups: &[APIGroup],
+    resource_lists: &[APIResourceList],
+) -> Result<APIGroupDiscoveryList, DocumentError> {
+    let by_group_version: HashMap<&str, &APIResourceList> = resource_lists
+        .iter()
+        .map(|list| (list.group_version.as_str(), list))
+        .collect();
+    let mut items = Vec::with_capacity(groups.len());
+    for group in groups {
+        let mut versions = Vec::with_capacity(group.versions.len());
+        for version in &group.versions {
+            let resources = match by_group_version.get(version.group_version.as_str()) {
+                Some(list) => aggregated_resources(list)?,
+                None => Vec::new(),
+            };
+            versions.push(APIVersionDiscovery {
+                version: version.version.clone(),
+                resources,
+                freshness: Some("Current".to_owned()),
+                extra: Default::default(),
+            });
+        }
+        items.push(APIGroupDiscovery {
+            kind: None,
+            api_version: None,
+            metadata: ObjectMeta {
+                name: (!group.name.is_empty()).then(|| group.name.clone()),
+                extra: Default::default(),
+            },
+            versions,
+            extra: Default::default(),
+        });
+    }
+    Ok(APIGroupDiscoveryList::new(AggregatedVersion::V2, items))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +401,101 @@ mod tests {
         let legacy = legacy_group(autoscaling);
         let first = &autoscaling.versions[0].version;
         assert_eq!(&legacy.preferred_version.unwrap().version, first);
+    }
+
+    #[test]
+    fn recorded_legacy_documents_convert_to_the_recorded_aggregated_ones() {
+        let group_list: APIGroupList =
+            serde_json::from_slice(&real_apiserver("discovery-apis-legacy.json")).unwrap();
+        let mut lists = Vec::new();
+        for group in &group_list.groups {
+            for version in &group.versions {
+                let file = format!("discovery-apis-{}-{}.json", group.name, version.version);
+                lists.push(
+                    serde_json::from_slice::<APIResourceList>(&real_apiserver(&file)).unwrap(),
+                );
+            }
+        }
+        let converted = aggregated_from_legacy(&group_list.groups, &lists).unwrap();
+        assert_eq!(converted, recorded_aggregated_apis());
+
+        // Core: /api's versions become a group without a name.
+        let core_list: APIResourceList =
+            serde_json::from_slice(&real_apiserver("discovery-api-v1.json")).unwrap();
+        let core_group = APIGroup {
+            name: String::new(),
+            versions: vec![group_version_for_discovery("", "v1")],
+            ..Default::default()
+        };
+        let converted = aggregated_from_legacy(&[core_group], &[core_list]).unwrap();
+        assert_eq!(converted, recorded_aggregated_api());
+    }
+
+    #[test]
+    fn orphan_subresource_gets_a_parent_and_scope_mismatch_is_an_error() {
+        let list = |parent_namespaced: bool| APIResourceList {
+            group_version: "g/v1".into(),
+            resources: vec![
+                APIResource {
+                    name: "things/status".into(),
+                    namespaced: true,
+                    kind: "Thing".into(),
+                    verbs: vec!["get".into()],
+                    ..Default::default()
+                },
+                APIResource {
+                    name: "others".into(),
+                    namespaced: parent_namespaced,
+                    kind: "Other".into(),
+                    ..Default::default()
+                },
+                APIResource {
+                    name: "others/scale".into(),
+                    namespaced: true,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let resources = aggregated_resources(&list(true)).unwrap();
+        let names: Vec<&str> = resources.iter().map(|r| r.resource.as_str()).collect();
+        assert_eq!(
+            names,
+            ["others", "things"],
+            "parents first, invented parent after"
+        );
+        assert_eq!(
+            resources[1].response_kind,
+            Some(GroupVersionKind::default())
+        );
+        assert_eq!(
+            resources[1].subresources[0]
+                .response_kind
+                .as_ref()
+                .unwrap()
+                .kind,
+            "Thing"
+        );
+        // A subresource without a kind still gets an (empty) response kind.
+        assert_eq!(
+            resources[0].subresources[0].response_kind,
+            Some(GroupVersionKind::default())
+        );
+        assert!(matches!(
+            aggregated_resources(&list(false)),
+            Err(DocumentError::ScopeMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn version_without_resource_list_is_empty() {
+        let group = APIGroup {
+            name: "g".into(),
+            versions: vec![group_version_for_discovery("g", "v1")],
+            ..Default::default()
+        };
+        let converted = aggregated_from_legacy(&[group], &[]).unwrap();
+        assert_eq!(converted.items[0].versions[0].version, "v1");
+        assert!(converted.items[0].versions[0].resources.is_empty());
     }
 }

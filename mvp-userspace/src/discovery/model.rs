@@ -323,6 +323,60 @@ pub struct APIResource {
     pub extra: ExtraFields,
 }
 
+/// A discovery document from a server that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("invalid discovery JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// E.g. a server without aggregated discovery answering legacy `APIGroupList` JSON:
+    /// it would otherwise parse as an empty aggregated list (every field has a default).
+    #[error("expected {expected}, got kind {kind:?} apiVersion {api_version:?}")]
+    UnexpectedKind {
+        expected: &'static str,
+        kind: Option<String>,
+        api_version: Option<String>,
+    },
+    /// Legacy list whose subresource is scoped differently from its parent.
+    #[error("resource {resource} and its subresource {subresource} differ in scope")]
+    ScopeMismatch {
+        resource: String,
+        subresource: String,
+    },
+}
+
+/// Parse an aggregated discovery response body, insisting on its kind and version.
+pub fn parse_aggregated(body: &[u8]) -> Result<APIGroupDiscoveryList, DocumentError> {
+    let list: APIGroupDiscoveryList = serde_json::from_slice(body)?;
+    if list.kind.as_deref() != Some(AGGREGATED_LIST_KIND) || list.aggregated_version().is_none() {
+        return Err(DocumentError::UnexpectedKind {
+            expected: "apidiscovery.k8s.io APIGroupDiscoveryList",
+            kind: list.kind,
+            api_version: list.api_version,
+        });
+    }
+    Ok(list)
+}
+
+/// Parse a legacy document of the given kind (`APIGroupList`, `APIResourceList`, …).
+pub fn parse_legacy<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected_kind: &'static str,
+) -> Result<T, DocumentError> {
+    let value: Value = serde_json::from_slice(body)?;
+    let kind = value.get("kind").and_then(Value::as_str);
+    if kind != Some(expected_kind) {
+        return Err(DocumentError::UnexpectedKind {
+            expected: expected_kind,
+            kind: kind.map(str::to_owned),
+            api_version: value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,5 +469,51 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn parse_aggregated_insists_on_the_kind() {
+        let real = crate::test_fixtures::real_apiserver("discovery-apis-aggregated-v2.json");
+        assert_eq!(parse_aggregated(&real).unwrap().items.len(), 20);
+        let legacy = crate::test_fixtures::real_apiserver("discovery-apis-legacy.json");
+        // Plain serde would accept it as an empty list; the typed parse does not.
+        assert!(
+            serde_json::from_slice::<APIGroupDiscoveryList>(&legacy)
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(matches!(
+            parse_aggregated(&legacy),
+            Err(DocumentError::UnexpectedKind { kind: Some(k), .. }) if k == "APIGroupList"
+        ));
+        assert!(matches!(
+            parse_aggregated(b"{"),
+            Err(DocumentError::Json(_))
+        ));
+        let other_version =
+            br#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v3","items":[]}"#;
+        assert!(matches!(
+            parse_aggregated(other_version),
+            Err(DocumentError::UnexpectedKind { .. })
+        ));
+        let v2beta1 = br#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2beta1","items":[]}"#;
+        assert!(parse_aggregated(v2beta1).is_ok());
+    }
+
+    #[test]
+    fn parse_legacy_checks_kind() {
+        let body = crate::test_fixtures::real_apiserver("discovery-apis-legacy.json");
+        let list: APIGroupList = parse_legacy(&body, "APIGroupList").unwrap();
+        assert_eq!(list.groups.len(), 20);
+        assert!(parse_legacy::<APIResourceList>(&body, "APIResourceList").is_err());
+        assert!(matches!(
+            parse_legacy::<APIGroupList>(b"[]", "APIGroupList"),
+            Err(DocumentError::UnexpectedKind { kind: None, .. })
+        ));
+        assert!(matches!(
+            parse_legacy::<APIGroupList>(br#"{"kind":"APIGroupList","groups":3}"#, "APIGroupList"),
+            Err(DocumentError::Json(_))
+        ));
     }
 }
