@@ -1074,4 +1074,43 @@ mod tests {
             ("", "bar", "", "baz", "", "", List),
         );
     }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "/%aZ09fF._-+ ?=&;:é\\".chars().collect();
+        let words = [
+            "api",
+            "apis",
+            "v1",
+            "watch",
+            "proxy",
+            "namespaces",
+            "status",
+            "finalize",
+            "pods",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let methods = [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS];
+        for _ in 0..20_000 {
+            let mut path = String::new();
+            for _ in 0..rng.gen_range(0..12) {
+                if rng.gen_bool(0.5) {
+                    path.push('/');
+                    path.push_str(words[rng.gen_range(0..words.len())]);
+                } else {
+                    path.push(alphabet[rng.gen_range(0..alphabet.len())]);
+                }
+            }
+            let query: String = (0..rng.gen_range(0..8))
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let method = &methods[rng.gen_range(0..methods.len())];
+            let _ = classify(
+                method,
+                &path,
+                Some(&format!("watch{query}&fieldSelector={query}")),
+            );
+        }
+    }
 }

@@ -516,4 +516,20 @@ mod tests {
             Err(DocumentError::Json(_))
         ));
     }
+
+    #[test]
+    fn truncated_or_corrupted_documents_are_errors_not_panics() {
+        use rand::{Rng, SeedableRng};
+        let body = crate::test_fixtures::real_apiserver("discovery-api-aggregated-v2.json");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for cut in (0..body.len() - 2).step_by(97) {
+            assert!(parse_aggregated(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        for _ in 0..500 {
+            let mut corrupted = body.clone();
+            let at = rng.gen_range(0..corrupted.len());
+            corrupted[at] = rng.r#gen();
+            let _ = parse_aggregated(&corrupted);
+        }
+    }
 }

@@ -465,4 +465,43 @@ mod tests {
         assert!(parse_accept("a/b/c,noslash").is_empty());
         assert_eq!(parse_accept("a/b;novalue;k=v")[0].params, [("k", "v")]);
     }
+
+    #[test]
+    fn arbitrary_accept_headers_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            "application",
+            "json",
+            "/",
+            "*",
+            ";",
+            ",",
+            "=",
+            "q",
+            "0.5",
+            "g",
+            "v",
+            "as",
+            "v2",
+            "apidiscovery.k8s.io",
+            "APIGroupDiscoveryList",
+            " ",
+            "profile",
+            "nopeer",
+            "é",
+            "",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for _ in 0..20_000 {
+            let header: String = (0..rng.gen_range(0..16))
+                .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                .collect();
+            let _ = negotiate_discovery(
+                Some(&header),
+                NegotiationPolicy {
+                    accept_v2beta1: rng.gen_bool(0.5),
+                },
+            );
+        }
+    }
 }
