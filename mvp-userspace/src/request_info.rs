@@ -1113,4 +1113,24 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn namespaces_rule_applies_under_groups_too() {
+        // kube's rule does not look at the group: "namespaces" is a resource there as well.
+        check(
+            Method::GET,
+            "/apis/apps/v1/namespaces/ns",
+            ("apps", "v1", "ns", "namespaces", "ns", "", Get),
+        );
+        check(
+            Method::GET,
+            "/apis/apps/v1/namespaces/ns/status",
+            ("apps", "v1", "ns", "namespaces", "ns", "status", Get),
+        );
+        check(
+            Method::GET,
+            "/apis/apps/v1/namespaces",
+            ("apps", "v1", "", "namespaces", "", "", List),
+        );
+    }
 }
