@@ -7,6 +7,7 @@
 //! - [`relay`]: the L4 relay used until the L7 front door lands.
 //! - [`admin`]: /healthz, /readyz, /metrics.
 //! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
+//! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
 
 pub mod addr;
@@ -15,3 +16,10 @@ pub mod app;
 pub mod cli;
 pub mod relay;
 pub mod steer;
+
+// Brain (pure core, no I/O).
+pub mod discovery;
+pub mod request_info;
+pub mod route;
+#[cfg(test)]
+mod test_fixtures;
