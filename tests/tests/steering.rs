@@ -286,6 +286,32 @@ fn steered_connection_reaches_mvp(fam: Fam) {
     assert_logged_relay(&mvp, r.local, fam.server());
     assert_eq!(api.accepted(), 1);
     mvp.assert_counts(&t.server, 1, 1, 0);
+
+    // A client on the node itself (kubelet dialling the node address) is steered too:
+    // its source is the node address, not loopback.
+    let local = echo::dial_in(&t.server, fam.server(), DIAL_TIMEOUT).expect("dial on the node");
+    assert_eq!(local.local.ip(), fam.server().ip(), "{local:?}");
+    assert_relayed(&local, fam);
+    assert_logged_relay(&mvp, local.local, fam.server());
+    assert_eq!(api.accepted(), 2);
+    mvp.assert_counts(&t.server, 2, 2, 0);
+}
+
+// One instance steering both families: each goes to its family's listener slot.
+#[test]
+fn dual_stack_instance_steers_both_families() {
+    require_root!();
+    trace::init();
+    let t = Topo::new();
+    let _api4 = t.apiserver(Fam::V4);
+    let _api6 = t.apiserver(Fam::V6);
+    let mvp = Mvp::start(&t.server, &[Fam::V4.server(), Fam::V6.server()], 9464);
+    for fam in [Fam::V4, Fam::V6, Fam::V4] {
+        let r = t.dial_from_client(fam.server());
+        assert_relayed(&r, fam);
+        assert_logged_relay(&mvp, r.local, fam.server());
+    }
+    mvp.assert_counts(&t.server, 3, 3, 0);
 }
 
 #[test]
