@@ -8,10 +8,12 @@
 //! - [`pki`]: a kubeadm-layout PKI and kubeconfigs.
 //! - [`lab`]: [`lab::LabCluster`], a mixed-version control plane in network namespaces.
 //! - [`https`]: a small HTTPS client for probes and set-up writes.
-//! - [`etcd`]: a real throw-away etcd on loopback, killed on drop.
+//! - [`etcd`]: a real throw-away etcd (loopback, or on a lab segment), killed on drop.
+//! - [`echo`]: name-echo servers and dials that prove which socket got a connection.
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod echo;
 pub mod etcd;
 pub mod eventually;
 pub mod https;
