@@ -82,3 +82,32 @@ fn kubectl_through_a_node_running_mvp_is_steered_and_answers_as_before() {
     assert!(after.success(), "{after}");
     assert_eq!(after.stdout, before.stdout);
 }
+
+#[test]
+fn the_lab_report_fills_the_with_mvp_column() {
+    require_root!();
+    let out = std::process::Command::new(test_support::bins::bin("mvp-lab"))
+        .args(["--no-wait", "--with-mvp"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run mvp-lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mvp-lab --no-wait --with-mvp failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("with mvp:    "), "{stdout}");
+    let steered = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("connections mvp steered (its /metrics): "))
+        .unwrap_or_else(|| panic!("no steering counts in:\n{stdout}"));
+    for part in steered.split(", ") {
+        let count: u64 = part
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad count `{part}`"));
+        assert!(count > 0, "mvp steered nothing on {part}");
+    }
+}

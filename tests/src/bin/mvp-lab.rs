@@ -3,12 +3,19 @@
 //! gets different answers depending on which apiserver it lands on. Then stay up until
 //! Ctrl-C with copy-pasteable commands (`--no-wait` exits after the report).
 //!
+//! The report is a table: command × node × without mvp / with mvp. `--with-mvp` starts
+//! `mvp run --steer <node-ip>:6443` in every node's namespace and runs every command again;
+//! as mvp learns to route, that column turns green. New commands go into [`CHECKS`].
+//!
 //! Exit status: 0 when the report shows what it should (the lab works), 1 otherwise.
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use test_support::lab::{LabCluster, LabSpec, NodeSpec};
+use test_support::eventually::patience;
+use test_support::lab::{LabCluster, LabProcess, LabSpec, NodeSpec};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +26,10 @@ struct Args {
     /// Exit after the report instead of staying up until Ctrl-C.
     #[arg(long)]
     no_wait: bool,
+    /// Also run `mvp run --steer <node-ip>:6443` on every node and fill the "with mvp"
+    /// column (needs the mvp binary with its eBPF object).
+    #[arg(long)]
+    with_mvp: bool,
 }
 
 /// One kubectl invocation of the report and which nodes should serve it.
@@ -77,8 +88,8 @@ const CHECKS: &[Check] = &[
     },
 ];
 
-/// How a request reached the apiserver. `WithMvp` joins when routing lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a request reached the apiserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Mode {
     WithoutMvp,
     WithMvp,
@@ -93,8 +104,11 @@ impl Mode {
     }
 }
 
-/// The modes the report can show today.
+/// The report's columns.
 const MODES: &[Mode] = &[Mode::WithoutMvp, Mode::WithMvp];
+
+/// mvp's admin endpoint inside each node's namespace.
+const MVP_ADMIN: &str = "127.0.0.1:9464";
 
 /// Width of a result cell.
 const WIDTH: usize = 72;
@@ -129,24 +143,70 @@ fn first_line(s: &str) -> String {
     out
 }
 
-fn run_check(lab: &LabCluster, node: &str, check: &Check, mode: Mode) -> anyhow::Result<Outcome> {
-    match mode {
-        Mode::WithMvp => Ok(Outcome::NotYet),
-        Mode::WithoutMvp => {
-            let out = lab.kubectl(node, check.args)?;
-            Ok(if out.success() {
-                let lines = out.stdout.lines().count().saturating_sub(1);
-                let summary = if out.stdout.trim().is_empty() {
-                    first_line(&out.stderr)
-                } else {
-                    format!("{lines} item(s)")
-                };
-                Outcome::Ok(summary)
-            } else {
-                Outcome::Failed(first_line(&out.stderr))
-            })
+/// Run a check's kubectl through `node` (whatever is in front of its apiserver now).
+fn run_check(lab: &LabCluster, node: &str, check: &Check) -> anyhow::Result<Outcome> {
+    let out = lab.kubectl(node, check.args)?;
+    Ok(if out.success() {
+        let lines = out.stdout.lines().count().saturating_sub(1);
+        let summary = if out.stdout.trim().is_empty() {
+            first_line(&out.stderr)
+        } else {
+            format!("{lines} item(s)")
+        };
+        Outcome::Ok(summary)
+    } else {
+        Outcome::Failed(first_line(&out.stderr))
+    })
+}
+
+/// `mvp_steering_connections_total{outcome="steered"}` of the node's mvp, or `?`.
+fn steered_count(lab: &LabCluster, node: &str) -> String {
+    let Ok(admin) = MVP_ADMIN.parse::<SocketAddr>() else {
+        return "?".into();
+    };
+    lab.node_http_get(node, admin, "/metrics")
+        .ok()
+        .and_then(|(_, m)| {
+            m.lines()
+                .find_map(|l| {
+                    l.strip_prefix("mvp_steering_connections_total{outcome=\"steered\"} ")
+                })
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Start `mvp run` on every node and wait until each says it is ready.
+fn start_mvps(lab: &LabCluster) -> anyhow::Result<Vec<LabProcess>> {
+    let admin: SocketAddr = MVP_ADMIN.parse()?;
+    let mut mvps = Vec::new();
+    for n in lab.nodes() {
+        let steer = n.addr().to_string();
+        mvps.push(lab.start_mvp(
+            n.name(),
+            "mvp",
+            &["run", "--steer", &steer, "--admin-address", MVP_ADMIN],
+        )?);
+    }
+    for (n, mvp) in lab.nodes().iter().zip(mvps.iter_mut()) {
+        let deadline = Instant::now() + patience();
+        let mut delay = Duration::from_millis(20);
+        loop {
+            mvp.check_running()?;
+            match lab.node_http_get(n.name(), admin, "/readyz") {
+                Ok((200, _)) => break,
+                Ok(_) | Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(250));
+                }
+                Ok((status, body)) => {
+                    anyhow::bail!("mvp on {} not ready: HTTP {status} {body}", n.name())
+                }
+                Err(e) => anyhow::bail!("mvp on {} not ready: {e}", n.name()),
+            }
         }
     }
+    Ok(mvps)
 }
 
 fn api_resources(lab: &LabCluster, node: &str) -> anyhow::Result<Vec<String>> {
@@ -210,33 +270,59 @@ fn main() -> anyhow::Result<()> {
 
     println!("\nTHE PROBLEM: the same kubectl command, a different answer per apiserver");
     println!("(a load balancer in front of them picks one at random)\n");
+    // Every check through every node, without mvp; then (with --with-mvp) again with mvp
+    // in front of every apiserver.
+    let mut results: BTreeMap<(usize, usize, Mode), Outcome> = BTreeMap::new();
+    for (c, check) in CHECKS.iter().enumerate() {
+        for (i, n) in lab.nodes().iter().enumerate() {
+            results.insert((c, i, Mode::WithoutMvp), run_check(&lab, n.name(), check)?);
+        }
+    }
+    let mut mvps = Vec::new();
+    if args.with_mvp {
+        mvps = start_mvps(&lab).context("starting mvp on every node")?;
+        for (c, check) in CHECKS.iter().enumerate() {
+            for (i, n) in lab.nodes().iter().enumerate() {
+                results.insert((c, i, Mode::WithMvp), run_check(&lab, n.name(), check)?);
+            }
+        }
+    }
+
     let mut false_404 = 0;
+    let mut failed_with_mvp = 0;
     let mut total = 0;
-    for check in CHECKS {
+    for (c, check) in CHECKS.iter().enumerate() {
         println!("$ kubectl {}", check.args.join(" "));
         print!("    {:<12}", "node");
         for m in MODES {
             print!(" {:<WIDTH$}", m.title());
         }
         println!();
-        for n in lab.nodes() {
+        for (i, n) in lab.nodes().iter().enumerate() {
             print!("    {:<12}", format!("{} ({})", n.name(), n.spec().minor()));
             for &m in MODES {
-                let outcome = run_check(&lab, n.name(), check, m)?;
+                let outcome = results.get(&(c, i, m)).cloned().unwrap_or(Outcome::NotYet);
                 print!(" {:<WIDTH$}", outcome.cell());
-                if m == Mode::WithoutMvp {
-                    total += 1;
-                    let served = (check.served_by)(n.spec());
-                    match (&outcome, served) {
-                        (Outcome::Failed(_), false) => false_404 += 1,
-                        (Outcome::Ok(_), true) => {}
-                        _ => wrong.push(format!(
-                            "kubectl {} via {}: expected {}, got {}",
-                            check.args.join(" "),
-                            n.name(),
-                            if served { "success" } else { "failure" },
-                            outcome.cell()
-                        )),
+                match m {
+                    Mode::WithoutMvp => {
+                        total += 1;
+                        let served = (check.served_by)(n.spec());
+                        match (&outcome, served) {
+                            (Outcome::Failed(_), false) => false_404 += 1,
+                            (Outcome::Ok(_), true) => {}
+                            _ => wrong.push(format!(
+                                "kubectl {} via {}: expected {}, got {}",
+                                check.args.join(" "),
+                                n.name(),
+                                if served { "success" } else { "failure" },
+                                outcome.cell()
+                            )),
+                        }
+                    }
+                    Mode::WithMvp => {
+                        if matches!(outcome, Outcome::Failed(_)) {
+                            failed_with_mvp += 1;
+                        }
                     }
                 }
             }
@@ -245,9 +331,22 @@ fn main() -> anyhow::Result<()> {
         println!();
     }
     println!(
-        "{false_404} of {total} requests failed only because they reached an apiserver of the other version."
+        "without mvp: {false_404} of {total} requests failed only because they reached an apiserver of the other version."
     );
-    println!("(\"with mvp\" shows \"-\" until routing lands in the lab.)\n");
+    if args.with_mvp {
+        println!("with mvp:    {failed_with_mvp} of {total} requests failed.");
+        let steered: Vec<String> = lab
+            .nodes()
+            .iter()
+            .map(|n| format!("{} {}", n.name(), steered_count(&lab, n.name())))
+            .collect();
+        println!(
+            "connections mvp steered (its /metrics): {}\n",
+            steered.join(", ")
+        );
+    } else {
+        println!("(run with --with-mvp to fill the \"with mvp\" column.)\n");
+    }
 
     println!("$ kubectl api-resources (per node)");
     let mut views = Vec::new();
@@ -314,9 +413,15 @@ fn main() -> anyhow::Result<()> {
     }
     if args.no_wait {
         println!("\n--no-wait: tearing the lab down.");
+        drop(mvps);
         drop(lab);
         anyhow::ensure!(wrong.is_empty(), "{} unexpected result(s)", wrong.len());
         return Ok(());
+    }
+    if !mvps.is_empty() {
+        println!(
+            "  mvp runs on every node (admin {MVP_ADMIN} in each node's namespace; logs <node>/mvp.log)"
+        );
     }
     println!("\nThe lab is up. Ctrl-C to tear it down.");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -330,6 +435,7 @@ fn main() -> anyhow::Result<()> {
         }
     })?;
     println!("\ntearing the lab down ...");
+    drop(mvps);
     drop(lab);
     Ok(())
 }
