@@ -972,3 +972,65 @@ fn plain_http_inside_a_node_namespace_reaches_its_loopback() {
     // The server is gone: the helper reports the refused connection as an error.
     assert!(lab().node_http_get("cp2", addr, "/readyz").is_err());
 }
+
+#[test]
+fn kubectl_watch_through_one_node_sees_writes_through_another() {
+    require_root!();
+    use std::io::{BufRead, BufReader};
+    let ns = "watch-x";
+    create_namespace("cp1", ns);
+    let configmap = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}});
+    // w0 exists before the watch: kubectl lists it first, then watches.
+    create_ok("cp1", &configmap("w0"));
+    let kubeconfig = lab().node("cp3").unwrap().kubeconfig().to_path_buf();
+    let mut watcher = lab()
+        .client_command("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "configmaps", "-n", ns, "--watch", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kubectl --watch");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watcher.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut drain = |seen: &mut Vec<String>| {
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    };
+    eventually("kubectl's initial list through cp3", || {
+        drain(&mut seen);
+        if seen.iter().any(|l| l == "configmap/w0") {
+            Ok(())
+        } else {
+            Err(format!("output so far: {seen:?}"))
+        }
+    });
+    // Anything written from now on can only reach kubectl through its watch. Write through
+    // the other version's node until the watch through cp3 shows it.
+    let mut n = 0;
+    let got = eventually(
+        "cp3's watch to show a configmap written through cp1",
+        || {
+            n += 1;
+            create_ok("cp1", &configmap(&format!("w{n}")));
+            drain(&mut seen);
+            seen.iter()
+                .find(|l| l.starts_with("configmap/w") && *l != "configmap/w0")
+                .cloned()
+                .ok_or_else(|| format!("watch output so far: {seen:?}"))
+        },
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(got.contains("configmap/w"), "{got}");
+}
