@@ -1002,7 +1002,7 @@ fn kubectl_watch_through_one_node_sees_writes_through_another() {
         }
     });
     let mut seen = Vec::new();
-    let mut drain = |seen: &mut Vec<String>| {
+    let drain = |seen: &mut Vec<String>| {
         while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
             seen.push(line);
         }
@@ -1018,7 +1018,7 @@ fn kubectl_watch_through_one_node_sees_writes_through_another() {
     // Anything written from now on can only reach kubectl through its watch. Write through
     // the other version's node until the watch through cp3 shows it.
     let mut n = 0;
-    let got = eventually(
+    eventually(
         "cp3's watch to show a configmap written through cp1",
         || {
             n += 1;
@@ -1032,5 +1032,4 @@ fn kubectl_watch_through_one_node_sees_writes_through_another() {
     );
     let _ = watcher.kill();
     let _ = watcher.wait();
-    assert!(got.contains("configmap/w"), "{got}");
 }
