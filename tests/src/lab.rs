@@ -119,6 +119,8 @@ pub enum LabError {
         log: PathBuf,
         tail: String,
     },
+    #[error("bad lab spec: {0}")]
+    Spec(String),
     #[error("no lab node named {0:?}")]
     NoSuchNode(String),
     #[error("fixture surface {} does not exist", .0.display())]
@@ -616,6 +618,7 @@ impl LabCluster {
     pub fn start(spec: LabSpec) -> Result<LabCluster, LabError> {
         crate::netns::cleanup_stale();
         cleanup_stale_dirs();
+        validate(&spec)?;
         let fixtures = crate::bins::fixtures_dir().join("discovery");
         for n in &spec.nodes {
             let surface = fixtures.join(&n.surface);
@@ -1207,6 +1210,35 @@ impl LabCluster {
     }
 }
 
+/// Most nodes a lab lays out (198.18.0.11 upwards, below the client's .100).
+pub const MAX_NODES: usize = 80;
+
+fn validate(spec: &LabSpec) -> Result<(), LabError> {
+    if spec.nodes.is_empty() || spec.nodes.len() > MAX_NODES {
+        return Err(LabError::Spec(format!(
+            "{} nodes; a lab has 1 to {MAX_NODES}",
+            spec.nodes.len()
+        )));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for n in &spec.nodes {
+        let ok = !n.name.is_empty()
+            && n.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(LabError::Spec(format!(
+                "node name {:?}: use lower-case letters, digits and '-'",
+                n.name
+            )));
+        }
+        if !names.insert(n.name.as_str()) {
+            return Err(LabError::Spec(format!("two nodes named {:?}", n.name)));
+        }
+    }
+    Ok(())
+}
+
 fn run(mut cmd: Command, what: &str, stdin: Option<&str>) -> Result<CmdOutput, LabError> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -1271,5 +1303,27 @@ fn wait_ready(
                 delay = (delay * 2).min(Duration::from_millis(200));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked_before_anything_is_made() {
+        let bad = |nodes: Vec<NodeSpec>| match validate(&LabSpec::new(nodes)) {
+            Err(LabError::Spec(msg)) => msg,
+            other => panic!("accepted: {other:?}"),
+        };
+        assert!(bad(vec![]).contains("0 nodes"));
+        assert!(bad(vec![NodeSpec::v1_33("a"), NodeSpec::v1_36("a")]).contains("two nodes"));
+        assert!(bad(vec![NodeSpec::v1_33("A/b")]).contains("lower-case"));
+        let many = (0..=MAX_NODES)
+            .map(|i| NodeSpec::v1_33(&format!("n{i}")))
+            .collect();
+        assert!(bad(many).contains("81 nodes"));
+        assert!(validate(&LabSpec::mixed()).is_ok());
+        assert_eq!(NodeSpec::v1_36("x").minor(), "1.36");
     }
 }
