@@ -1096,6 +1096,51 @@ async fn patches_status_subresource_generation_and_finalizers() -> Result<()> {
         "other namespaces untouched"
     );
 
+    // Immutable ConfigMaps keep their data; invalid keys are refused on update too.
+    let mut im = cm("frozen", "v");
+    im["immutable"] = json!(true);
+    n.create_ok(CMS, im).await?;
+    let r = n
+        .patch(
+            &format!("{CMS}/frozen"),
+            "application/merge-patch+json",
+            json!({"data": {"k": "w"}}),
+        )
+        .await?;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["message"],
+        "ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+    );
+    let r = n
+        .patch(
+            &format!("{CMS}/frozen"),
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"ok": "yes"}}}),
+        )
+        .await?;
+    assert_eq!(
+        r.status, 200,
+        "metadata of an immutable ConfigMap can change"
+    );
+    let r = n
+        .patch(
+            &format!("{CMS}/fin2"),
+            "application/merge-patch+json",
+            json!({}),
+        )
+        .await?;
+    assert_eq!(r.status, 404);
+    n.create_ok(CMS, cm("keys", "v")).await?;
+    let r = n
+        .patch(
+            &format!("{CMS}/keys"),
+            "application/merge-patch+json",
+            json!({"data": {"bad key!": "v"}}),
+        )
+        .await?;
+    assert_eq!(r.status, 422);
+
     // ?dryRun=All checks everything and writes nothing.
     let r = n
         .req(
@@ -1209,6 +1254,13 @@ async fn two_stores_on_one_etcd_see_each_others_writes_and_watches() -> Result<(
         (ev["type"].as_str(), &ev["object"]),
         (Some("MODIFIED"), &upd)
     );
+    // Concurrent creates of one name through both nodes: exactly one wins.
+    let (ra, rb) = tokio::join!(a.post(CMS, cm("race", "a")), b.post(CMS, cm("race", "b")));
+    let mut codes = [ra?.status.as_u16(), rb?.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [201, 409]);
+    w.event().await?; // the winner's ADDED
+
     // Concurrent updates through both nodes without preconditions: none is lost.
     let mut tasks = Vec::new();
     for i in 0..10 {

@@ -619,6 +619,8 @@ impl Store {
                 ));
             }
             carry_system_fields(meta, &cur.obj, &mut next, name);
+            validate(meta, name, &next)?;
+            validate_update(meta, name, &cur.obj, &next)?;
             if to_stored(&next) == to_stored(&cur.obj) {
                 let mut o = cur.obj;
                 set_type(meta, &mut o);
@@ -1354,6 +1356,35 @@ fn namespace_of_key(rel: &str) -> Option<&str> {
         [first, ns, _] if !is_group(first) => Some(ns),
         [first, _, ns, _] if is_group(first) => Some(ns),
         _ => None,
+    }
+}
+
+/// Update rules kube enforces generically enough for the lab: immutable ConfigMaps and
+/// Secrets keep their data and stay immutable.
+fn validate_update(meta: &ResourceMeta, name: &str, cur: &Value, next: &Value) -> ApiResult<()> {
+    let immutable_kind =
+        meta.group.is_empty() && matches!(meta.resource.as_str(), "configmaps" | "secrets");
+    if !immutable_kind || cur.get("immutable") != Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    const WHY: &str = "Forbidden: field is immutable when `immutable` is set";
+    let mut causes = Vec::new();
+    if next.get("immutable") != Some(&Value::Bool(true)) {
+        causes.push((
+            "immutable".to_string(),
+            "FieldValueForbidden",
+            WHY.to_string(),
+        ));
+    }
+    for field in ["data", "binaryData", "stringData"] {
+        if cur.get(field) != next.get(field) {
+            causes.push((field.to_string(), "FieldValueForbidden", WHY.to_string()));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(&meta.kind, name, causes))
     }
 }
 
