@@ -22,6 +22,47 @@
 //! # Namespaces
 //! `default`, `kube-system`, `kube-public` and `kube-node-lease` are created on connect when
 //! absent, each with a create-if-absent etcd transaction (race-free across lab processes).
+//! Creating a namespaced object needs its namespace (404 as recorded); deleting a namespace
+//! deletes everything in it before answering; `default`, `kube-system` and `kube-public`
+//! cannot be deleted (403).
+//!
+//! # What is served
+//! get, list (`limit`/`continue` with kube's token format, `resourceVersion` +
+//! `resourceVersionMatch=Exact`, label selectors with `=`, `==`, `!=`, `in`, `notin`,
+//! exists, `!`, `>`/`<`, field selectors with `=`/`==`/`!=` on any dotted path, 410 for
+//! compacted revisions and expired tokens as recorded), watch (see `watch.rs`: initial events,
+//! bookmarks, selectors, 410 ERROR event, timeoutSeconds, one chunk/frame per event), create
+//! (uid, creationTimestamp, generation, generateName, namespace defaulting and mismatch,
+//! 409/404/422 as recorded), update (resourceVersion preconditions → 409, optimistic retries
+//! otherwise, generation bumps when anything outside metadata/status changes, no write when
+//! nothing changes), patch (merge, strategic, JSON patch, server-side apply; 415 otherwise),
+//! delete (Status Success or the object, as kube's registries do per kind; preconditions;
+//! finalizers hold the object with a deletionTimestamp until removed), deletecollection,
+//! `status` and `scale` subresources, `pods/log` (`follow`, `tailLines`, `container`),
+//! `pods/exec|attach` (handed to the exec module), `?dryRun=All`, Table and
+//! PartialObjectMetadata output, YAML, `?pretty` / curl-style pretty printing, and the
+//! protobuf request bodies of kubectl's generators (see `proto`).
+//!
+//! # Accepted differences from kube-apiserver
+//! - No field conversion between versions of one resource (see Values); no defaulting
+//!   beyond what is listed here (pods get `status.phase`/`qosClass`, namespaces their
+//!   finalizer/label/phase, secrets type `Opaque`); no per-type validation beyond names and
+//!   ConfigMap/Secret keys and immutability; `fieldValidation` is ignored.
+//! - `managedFields` are not tracked; server-side apply is a strategic merge of the applied
+//!   configuration (no field ownership: fields dropped from a configuration stay, no
+//!   conflicts between managers).
+//! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
+//! - Tables have generic columns (Name, Age; Status for pods and namespaces) instead of
+//!   kube's per-type printers.
+//! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
+//!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
+//!   ServiceAccount; other kinds get 415.
+//! - Deletion is immediate (no graceful pod termination, no `Terminating` namespace phase;
+//!   the namespace's content is deleted synchronously); no garbage collection of dependents.
+//! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
+//!   `limit` always paginate, bookmarks carry the last revision this watch saw, and a
+//!   resourceVersion newer than etcd's waits (watch) or answers 504 (list).
+//! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
 #![allow(
     clippy::result_large_err,
     reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
