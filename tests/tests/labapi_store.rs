@@ -77,6 +77,17 @@ fn surface() -> Vec<ResourceMeta> {
             false,
             &[],
         ),
+        ResourceMeta {
+            verbs: vec!["create".into()],
+            ..meta(
+                "authorization.k8s.io",
+                "v1",
+                "selfsubjectaccessreviews",
+                "SelfSubjectAccessReview",
+                false,
+                &[],
+            )
+        },
     ]
 }
 
@@ -534,6 +545,33 @@ async fn crud_and_error_bodies_match_the_recordings() -> Result<()> {
     let r = n.req("POST", CMS, &[], "{not json").await?;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["reason"], "BadRequest");
+
+    // Reviews are computed and not stored.
+    let ssar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
+    let r = n
+        .post(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            ssar,
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    let v = r.json();
+    assert_eq!(
+        (
+            v["status"]["allowed"].as_bool(),
+            v["spec"]["resourceAttributes"]["verb"].as_str()
+        ),
+        (Some(true), Some("get"))
+    );
+    let mut etcd = lab.etcd_client().await?;
+    let stored = etcd
+        .get(
+            "/registry/authorization.k8s.io",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await?;
+    assert_eq!(stored.count(), 0, "reviews are not stored");
 
     // generateName.
     let g = n

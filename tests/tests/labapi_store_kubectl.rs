@@ -420,6 +420,10 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
             .success()
     );
 
+    // Access reviews are computed, not stored.
+    let out = lab.ok(0, &["auth", "can-i", "delete", "pods", "-n", "e2e"], None)?;
+    assert_eq!(out.trim(), "yes");
+
     // Logs of a pod.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "e2e"},
         "spec": {"containers": [{"name": "c", "image": "pause"}]}});

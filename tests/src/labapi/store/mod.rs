@@ -241,6 +241,10 @@ impl Store {
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
+            (Verb::Create, None) if is_virtual(&req.meta) => match read_body(http).await {
+                Ok((parts, body)) => review(&req, &parts, &body),
+                Err(s) => Err(s),
+            },
             (Verb::Create, None) => match read_body(http).await {
                 Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
@@ -1109,6 +1113,66 @@ fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiR
 /// evaluated, nothing is written, the revision does not move).
 fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
     if dry_run { vec![] } else { vec![op] }
+}
+
+/// Create-only resources kube-apiserver computes instead of storing (access and token
+/// reviews): discovery lists `create` as their only verb.
+fn is_virtual(meta: &ResourceMeta) -> bool {
+    meta.verbs.len() == 1 && meta.verbs[0] == "create"
+}
+
+/// Answer a review with its `status` filled in, nothing stored. The lab's authorization
+/// is the HTTP layer's: a request that reached the store is from an authenticated,
+/// authorized caller, so access reviews answer `allowed: true` for any non-anonymous
+/// subject (the lab does not evaluate RBAC). Token reviews are not supported (the token
+/// is reported unauthenticated).
+fn review(
+    req: &ResourceRequest,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> ApiResult<(u16, Value)> {
+    let mut obj = decode_body(parts, body, &req.meta)?;
+    let anonymous = |v: Option<&str>| v.is_none_or(|u| u.is_empty() || u == "system:anonymous");
+    let status = match req.meta.resource.as_str() {
+        "selfsubjectaccessreviews" => {
+            if req.identity.is_anonymous() {
+                json!({"allowed": false})
+            } else {
+                json!({"allowed": true, "reason": "the lab allows authenticated users"})
+            }
+        }
+        "subjectaccessreviews" | "localsubjectaccessreviews" => {
+            if anonymous(obj.pointer("/spec/user").and_then(Value::as_str))
+                && obj.pointer("/spec/groups").is_none()
+            {
+                json!({"allowed": false})
+            } else {
+                json!({"allowed": true, "reason": "the lab allows authenticated users"})
+            }
+        }
+        "selfsubjectrulesreviews" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        "tokenreviews" => json!({
+            "user": {},
+            "error": "the lab apiserver does not review tokens",
+        }),
+        "selfsubjectreviews" => json!({"userInfo": {
+            "username": req.identity.user,
+            "uid": req.identity.uid,
+            "groups": req.identity.groups,
+        }}),
+        _ => json!({}),
+    };
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]["creationTimestamp"] = Value::Null;
+    obj["status"] = status;
+    set_type(&req.meta, &mut obj);
+    Ok((201, obj))
 }
 
 /// Patch formats by Content-Type.
