@@ -573,6 +573,96 @@ async fn crud_and_error_bodies_match_the_recordings() -> Result<()> {
         .await?;
     assert_eq!(stored.count(), 0, "reviews are not stored");
 
+    // Bodies of the wrong shape are 400s, never a crash; the server keeps serving.
+    let deps = "/apis/apps/v1/namespaces/fx/deployments";
+    for (path, body) in [
+        (CMS, "[]"),
+        (CMS, "null"),
+        (CMS, "\"str\""),
+        (CMS, r#"{"metadata": "x"}"#),
+        (CMS, r#"{"metadata": {"name": 5}}"#),
+        (CMS, r#"{"metadata": {"name": "a", "labels": "x"}}"#),
+        (CMS, r#"{"metadata": {"name": "a", "labels": {"k": 1}}}"#),
+        (CMS, r#"{"metadata": {"name": "a", "finalizers": "x"}}"#),
+        (CMS, r#"{"metadata": {"name": "a"}, "data": ["x"]}"#),
+        (
+            "/api/v1/namespaces",
+            r#"{"metadata": {"name": "a", "labels": 3}, "spec": "x"}"#,
+        ),
+        (deps, r#"{"metadata": {"name": "a"}, "spec": "x"}"#),
+        (deps, r#"{"metadata": {"name": "a"}, "status": 1}"#),
+    ] {
+        let r = n.req("POST", path, &[], body).await?;
+        assert_eq!(
+            r.status,
+            400,
+            "{path} {body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["kind"], "Status");
+    }
+    let r = n
+        .post(CMS, json!({"metadata": {"name": "a", "labels": {"k": 1}}}))
+        .await?;
+    assert_eq!(
+        r.json()["message"],
+        "json: cannot unmarshal object into Go struct field ConfigMap.metadata.labels of type map[string]string"
+    );
+    n.create_ok(
+        deps,
+        json!({"metadata": {"name": "shape"}, "spec": {"replicas": 1}}),
+    )
+    .await?;
+    for (ct, body) in [
+        ("application/merge-patch+json", "[1, 2]"),
+        ("application/merge-patch+json", r#"{"spec": "x"}"#),
+        (
+            "application/merge-patch+json",
+            r#"{"metadata": {"labels": [1]}}"#,
+        ),
+        ("application/strategic-merge-patch+json", r#"{"status": 3}"#),
+        (
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "", "value": 1}]"#,
+        ),
+        ("application/json-patch+json", r#"{"op": "add"}"#),
+        (
+            "application/json-patch+json",
+            r#"[{"op": "add", "path": "/spec", "value": 1}]"#,
+        ),
+        ("application/merge-patch+json", "{not json"),
+    ] {
+        for sub in ["", "/status", "/scale"] {
+            let r = n
+                .req(
+                    "PATCH",
+                    &format!("{deps}/shape{sub}"),
+                    &[("content-type", ct)],
+                    body,
+                )
+                .await?;
+            assert!(
+                r.status.is_client_error(),
+                "{sub} {ct} {body}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+    let r = n
+        .req(
+            "PUT",
+            &format!("{deps}/shape/status"),
+            &[],
+            r#"{"metadata": {"name": "shape"}, "status": "x"}"#,
+        )
+        .await?;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        n.get(&format!("{deps}/shape")).await?.json()["spec"]["replicas"],
+        1
+    );
+
     // generateName.
     let g = n
         .create_ok(CMS, json!({"metadata": {"generateName": "gen-"}}))

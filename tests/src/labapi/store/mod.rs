@@ -529,6 +529,7 @@ impl Store {
                         "error decoding YAML: the apply configuration is not an object",
                     ));
                 }
+                check_shape(&meta.kind, &meta.resource, &v)?;
                 v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
@@ -582,6 +583,7 @@ impl Store {
                     Change::Put(o) => o.clone(),
                     Change::Patch(kind, p) => kind.apply(base.clone(), p)?,
                 };
+                check_shape(&meta.kind, &meta.resource, &next)?;
                 // Precondition: a resourceVersion in the new object must match.
                 let precondition = match next.pointer("/metadata/resourceVersion") {
                     Some(Value::String(s)) if !s.is_empty() => {
@@ -602,7 +604,7 @@ impl Store {
                     Some("scale") => {
                         let replicas = next.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
                         let mut o = cur.clone();
-                        o["spec"]["replicas"] = replicas;
+                        object_field(&mut o, "spec").insert("replicas".into(), replicas);
                         Ok(o)
                     }
                     _ => {
@@ -663,6 +665,7 @@ impl Store {
                     "the object must be a JSON object",
                 ));
             }
+            check_shape(&meta.kind, &meta.resource, &next)?;
             carry_system_fields(meta, &cur.obj, &mut next, name);
             validate(meta, name, &next)?;
             validate_update(meta, name, &cur.obj, &next)?;
@@ -840,7 +843,7 @@ impl Store {
                     o["metadata"]["generation"] = json!(g + 1);
                 }
                 if meta.resource == "namespaces" {
-                    o["status"]["phase"] = json!("Terminating");
+                    object_field(&mut o, "status").insert("phase".into(), json!("Terminating"));
                 }
                 set_type(meta, &mut o);
                 return Ok((200, canonical(o)));
@@ -1298,6 +1301,7 @@ fn decode_body(
             "couldn't get version/kind; json parse error: the body is not a JSON object",
         ));
     }
+    check_shape(&meta.kind, &meta.resource, &v)?;
     if let Some(av) = v.get("apiVersion").and_then(Value::as_str)
         && av != meta.api_version()
         && !(meta.resource == "scale" || av == "autoscaling/v1")
@@ -1493,6 +1497,112 @@ fn validate_update(meta: &ResourceMeta, name: &str, cur: &Value, next: &Value) -
     }
 }
 
+/// `obj[key]` as a map, replacing whatever non-object was there (`obj` must be an object;
+/// anything else is first turned into one). Never panics, unlike `obj[key][..] = ..`.
+fn object_field<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let o = obj.as_object_mut().expect("made an object above");
+    let slot = o.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("made an object above")
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// kube-apiserver decodes bodies into typed structs, so a value of the wrong JSON type is a
+/// 400. The lab checks what it relies on: the generic ObjectMeta fields, that `spec` and
+/// `status` are objects, and ConfigMap/Secret data maps.
+fn check_shape(kind: &str, resource: &str, obj: &Value) -> ApiResult<()> {
+    let bad = |path: &str, want: &str, got: &Value| {
+        Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "json: cannot unmarshal {} into Go struct field {kind}.{path} of type {want}",
+                json_type(got)
+            ),
+        )
+    };
+    let Some(o) = obj.as_object() else {
+        return Err(Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "json: cannot unmarshal {} into Go value of type struct",
+                json_type(obj)
+            ),
+        ));
+    };
+    let string_map = |v: &Value| {
+        v.as_object()
+            .is_some_and(|m| m.values().all(Value::is_string))
+    };
+    if let Some(m) = o.get("metadata").filter(|m| !m.is_null()) {
+        let Some(m) = m.as_object() else {
+            return Err(bad("metadata", "v1.ObjectMeta", m));
+        };
+        for f in [
+            "name",
+            "generateName",
+            "namespace",
+            "uid",
+            "resourceVersion",
+        ] {
+            if let Some(v) = m.get(f).filter(|v| !v.is_null() && !v.is_string()) {
+                return Err(bad(&format!("metadata.{f}"), "string", v));
+            }
+        }
+        for f in ["labels", "annotations"] {
+            if let Some(v) = m.get(f).filter(|v| !v.is_null() && !string_map(v)) {
+                return Err(bad(&format!("metadata.{f}"), "map[string]string", v));
+            }
+        }
+        if let Some(v) = m.get("finalizers").filter(|v| {
+            !v.is_null() && !v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }) {
+            return Err(bad("metadata.finalizers", "[]string", v));
+        }
+        if let Some(v) = m.get("ownerReferences").filter(|v| {
+            !v.is_null() && !v.as_array().is_some_and(|a| a.iter().all(Value::is_object))
+        }) {
+            return Err(bad("metadata.ownerReferences", "[]v1.OwnerReference", v));
+        }
+    }
+    for f in ["spec", "status"] {
+        if let Some(v) = o.get(f).filter(|v| !v.is_null() && !v.is_object()) {
+            return Err(bad(f, &format!("v1.{kind}{}", capitalize(f)), v));
+        }
+    }
+    if matches!(resource, "configmaps" | "secrets") {
+        for f in ["data", "binaryData", "stringData"] {
+            if let Some(v) = o.get(f).filter(|v| !v.is_null() && !string_map(v)) {
+                return Err(bad(f, "map[string]string", v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1552,9 +1662,16 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
     }
     obj["metadata"] = Value::Object(m);
     if meta.group.is_empty() && meta.resource == "namespaces" {
-        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
-        if obj.pointer("/spec/finalizers").is_none() {
-            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        let md = object_field(obj, "metadata");
+        if !md.get("labels").is_some_and(Value::is_object) {
+            md.insert("labels".into(), json!({}));
+        }
+        if let Some(l) = md.get_mut("labels").and_then(Value::as_object_mut) {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        let spec = object_field(obj, "spec");
+        if !spec.contains_key("finalizers") {
+            spec.insert("finalizers".into(), json!(["kubernetes"]));
         }
         obj["status"] = json!({"phase": "Active"});
     } else if meta.group.is_empty() && meta.resource == "pods" {
