@@ -41,7 +41,9 @@
 //! `status` and `scale` subresources, `pods/log` (`follow`, `tailLines`, `container`),
 //! `pods/exec|attach` (handed to the exec module), `?dryRun=All`, Table and
 //! PartialObjectMetadata output, YAML, `?pretty` / curl-style pretty printing, and the
-//! protobuf request bodies of kubectl's generators (see `proto`).
+//! protobuf request bodies of kubectl's generators (see `proto.rs`). Create-only review
+//! resources (access, rules, token reviews) are computed and never stored. Bodies are
+//! checked for the JSON types the store relies on (400 like kube's unmarshal errors).
 //!
 //! # Accepted differences from kube-apiserver
 //! - No field conversion between versions of one resource (see Values); no defaulting
@@ -60,9 +62,11 @@
 //! - Deletion is immediate (no graceful pod termination, no `Terminating` namespace phase;
 //!   the namespace's content is deleted synchronously); no garbage collection of dependents.
 //! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
-//!   `limit` always paginate, bookmarks carry the last revision this watch saw, and a
-//!   resourceVersion newer than etcd's waits (watch) or answers 504 (list).
+//!   `limit` always paginate, and a resourceVersion newer than etcd's waits (watch) or
+//!   answers 504 (list).
 //! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
+//! - Access reviews answer `allowed: true` for any non-anonymous subject: the store does
+//!   not evaluate RBAC (the HTTP layer's authorization decides what reaches it).
 #![allow(
     clippy::result_large_err,
     reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
