@@ -907,6 +907,60 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         assert_eq!(first["object"]["metadata"]["name"], "cm");
     }
 
+    // Responses over 128 KiB are gzipped for clients that accept it (as recorded in
+    // get-configmap-big-accept-encoding-gzip); small ones are not.
+    let big = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "lab"},
+        "data": {"blob": "x".repeat(200 * 1024)},
+    });
+    let created = curl(
+        &lab,
+        "admin",
+        true,
+        "POST",
+        "/api/v1/namespaces/lab/configmaps",
+        &[("content-type".into(), "application/json".into())],
+        Some(big.to_string().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201);
+    let gz = [("accept-encoding".to_string(), "gzip".to_string())];
+    let got = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/api/v1/namespaces/lab/configmaps/big",
+        &gz,
+        None,
+    )
+    .unwrap();
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(got.header("vary"), Some("Accept-Encoding"));
+    let mut json_text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(got.body.as_slice()),
+        &mut json_text,
+    )
+    .unwrap();
+    let decoded: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(
+        decoded["data"]["blob"].as_str().map(str::len),
+        Some(200 * 1024)
+    );
+    let small = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/api/v1/namespaces/lab/configmaps/cm",
+        &gz,
+        None,
+    )
+    .unwrap();
+    assert_eq!(small.header("content-encoding"), None);
+
     let audit = std::fs::read_to_string(&lab.audit).unwrap();
     assert!(
         audit.lines().any(|l| {
