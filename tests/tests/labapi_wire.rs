@@ -9,23 +9,36 @@
 //! recording does not; after that the discovery documents must match byte for byte
 //! (including the aggregated ETags).
 //!
-//! Accepted differences (checked as "shape" or not at all, each for a reason):
-//! - `/version`: gitCommit, buildDate and goVersion are the lab's; the emulated fields match.
-//! - `/readyz?verbose`: the lab lists its own checks (ping, log, shutdown), not
-//!   kube-apiserver's post-start hooks; format and final line match.
-//! - OpenAPI: documents are generated (one loose schema per kind with
-//!   `x-kubernetes-group-version-kind`, no paths), so bodies, ETags and hashes differ; the
-//!   index lacks `.well-known/openid-configuration` and `openid/v1/jwks` (no service-account
-//!   issuer). Headers, caching, 304 and `?hash=` pinning behave as recorded.
+//! Replayed and compared: every discovery (legacy, per group, per group/version,
+//! aggregated v2 with `profile=nopeer` and client-go's Accept list, v2beta1-only 406, 304 on
+//! If-None-Match), health, version, OpenAPI, `err-unknown-*`, anonymous/401/403, 406,
+//! front-proxy and SelfSubjectReview recording, plus the store-backed pretty-printed 404s
+//! and the front-proxy list. CRUD, lists, tables, watches, protobuf and the 410s belong to
+//! the storage layer and are compared in `labapi_store.rs`.
+//!
+//! Accepted differences (checked by shape or not at all, each for a reason):
+//! - `/version`: gitCommit, buildDate and goVersion are the lab's; every version field
+//!   (major, minor, emulation*, minCompatibility*, gitVersion) matches.
+//! - `/readyz?verbose`: the lab lists its own checks (ping, log, etcd, shutdown), not
+//!   kube-apiserver's post-start hooks; format, first and last lines match.
+//! - OpenAPI: documents are generated (a loose schema per kind with
+//!   `x-kubernetes-group-version-kind`, list and PATCH paths only), so bodies, ETags and
+//!   hashes differ; the index lacks `.well-known/openid-configuration` and `openid/v1/jwks`
+//!   (no service-account issuer). Headers, caching, 304 and `?hash=` pinning are as recorded.
 //! - SelfSubjectReview: `creationTimestamp` and the x509 credential-id hash differ (other
 //!   certificates); everything else matches.
-//! - `x-kubernetes-pf-*` uids are fixed per lab process (present where recorded).
-//! - `frontproxy-list-configmaps-default` (served by the storage layer): status, headers,
-//!   kind and items are compared, plus the identity that reached the server (audit log: bob,
-//!   system:masters); the list's resourceVersion differs.
+//! - `x-kubernetes-pf-*` uids are fixed per lab process (present exactly where recorded);
+//!   `audit-id` is random as recorded; `content-length` presence is not compared (Go sets it
+//!   by body size, hyper whenever the body length is known).
+//! - `frontproxy-list-configmaps-default`: status, headers, kind and items are compared,
+//!   plus the identity that reached the server (audit log: bob, system:masters); the list's
+//!   resourceVersion differs.
 //! - `alice` has no RBAC in the recording; the lab reproduces her 403s with
-//!   `--unprivileged-user alice` (authorization is otherwise allow-all for authenticated users).
-//! - Legacy discovery of `application/yaml` / protobuf and gzip are not served by this layer.
+//!   `--unprivileged-user alice` (authorization is otherwise allow-all for authenticated
+//!   users, and anonymous users get what `system:public-info-viewer` grants: /version and
+//!   health, as recorded).
+//! - Legacy discovery in `application/yaml` or protobuf is answered 406 (kube-apiserver
+//!   serves them); no recording asks for them and clients use JSON.
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
