@@ -895,6 +895,32 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         ],
     );
     assert_eq!(a, "b");
+    // Client-side apply: kubectl reads the OpenAPI v3 document for the patch and the
+    // server applies it (create, then a strategic merge patch).
+    let applied = lab.work.path().join("applied.yaml");
+    for value in ["one", "two"] {
+        std::fs::write(
+            &applied,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: lab\ndata:\n  v: {value}\n"),
+        )
+        .unwrap();
+        kubectl(&lab, &pki, &["apply", "-f", applied.to_str().unwrap()]);
+    }
+    let v = kubectl(
+        &lab,
+        &pki,
+        &[
+            "-n",
+            "lab",
+            "get",
+            "configmap",
+            "applied",
+            "-o",
+            "jsonpath={.data.v}",
+        ],
+    );
+    assert_eq!(v, "two");
+
     // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
     // lists the existing object as ADDED and ends on the server's timeout.
     for http2 in [true, false] {
@@ -909,15 +935,25 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         )
         .unwrap();
         assert_eq!(w.status, 200);
-        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "watch event is not JSON ({e}): {:?}",
-                    String::from_utf8_lossy(&w.body)
-                )
-            });
-        assert_eq!(first["type"], "ADDED");
-        assert_eq!(first["object"]["metadata"]["name"], "cm");
+        let events: Vec<Value> = w
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).unwrap_or_else(|e| {
+                    panic!(
+                        "watch event is not JSON ({e}): {:?}",
+                        String::from_utf8_lossy(l)
+                    )
+                })
+            })
+            .collect();
+        let names: BTreeSet<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "ADDED")
+            .filter_map(|e| e["object"]["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, BTreeSet::from(["applied", "cm"]), "http2={http2}");
     }
 
     // Responses over 128 KiB are gzipped for clients that accept it (as recorded in
