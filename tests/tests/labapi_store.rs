@@ -1096,6 +1096,112 @@ async fn patches_status_subresource_generation_and_finalizers() -> Result<()> {
         "other namespaces untouched"
     );
 
+    // Immutable ConfigMaps keep their data; invalid keys are refused on update too.
+    let mut im = cm("frozen", "v");
+    im["immutable"] = json!(true);
+    n.create_ok(CMS, im).await?;
+    let r = n
+        .patch(
+            &format!("{CMS}/frozen"),
+            "application/merge-patch+json",
+            json!({"data": {"k": "w"}}),
+        )
+        .await?;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["message"],
+        "ConfigMap \"frozen\" is invalid: data: Forbidden: field is immutable when `immutable` is set"
+    );
+    let r = n
+        .patch(
+            &format!("{CMS}/frozen"),
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"ok": "yes"}}}),
+        )
+        .await?;
+    assert_eq!(
+        r.status, 200,
+        "metadata of an immutable ConfigMap can change"
+    );
+    let r = n
+        .patch(
+            &format!("{CMS}/fin2"),
+            "application/merge-patch+json",
+            json!({}),
+        )
+        .await?;
+    assert_eq!(r.status, 404);
+    n.create_ok(CMS, cm("keys", "v")).await?;
+    let r = n
+        .patch(
+            &format!("{CMS}/keys"),
+            "application/merge-patch+json",
+            json!({"data": {"bad key!": "v"}}),
+        )
+        .await?;
+    assert_eq!(r.status, 422);
+
+    // ?dryRun=All checks everything and writes nothing.
+    let r = n
+        .req(
+            "POST",
+            &format!("{CMS}?dryRun=All"),
+            &[],
+            &cm("dry", "v").to_string(),
+        )
+        .await?;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.json()["metadata"]["name"], "dry");
+    assert_eq!(n.get(&format!("{CMS}/dry")).await?.status, 404);
+    let r = n
+        .req("DELETE", &format!("{deps}/d?dryRun=All"), &[], "")
+        .await?;
+    assert_eq!(r.status, 200);
+    let before = n.get(&format!("{deps}/d")).await?.json();
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{deps}/d?dryRun=All"),
+            &[("content-type", "application/merge-patch+json")],
+            r#"{"spec":{"replicas":9}}"#,
+        )
+        .await?;
+    assert_eq!(r.json()["spec"]["replicas"], 9);
+    assert_eq!(
+        n.get(&format!("{deps}/d")).await?.json(),
+        before,
+        "dry runs leave the object alone"
+    );
+
+    // Server-side apply (approximated as a strategic merge): creates, then merges.
+    let apply = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  {data}\n")
+    };
+    let ct = [("content-type", "application/apply-patch+yaml")];
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{CMS}/ssa?fieldManager=t"),
+            &ct,
+            &apply("a: '1'"),
+        )
+        .await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = n
+        .req(
+            "PATCH",
+            &format!("{CMS}/ssa?fieldManager=t"),
+            &ct,
+            &apply("b: '2'"),
+        )
+        .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"], json!({"a": "1", "b": "2"}));
+    let r = n
+        .req("PATCH", &format!("{CMS}/ssa"), &ct, "- not an object")
+        .await?;
+    assert_eq!(r.status, 400);
+
     // deletecollection by label.
     for (name, l) in [("dc-1", "x"), ("dc-2", "x"), ("dc-3", "y")] {
         let mut o = cm(name, "v");
@@ -1148,6 +1254,13 @@ async fn two_stores_on_one_etcd_see_each_others_writes_and_watches() -> Result<(
         (ev["type"].as_str(), &ev["object"]),
         (Some("MODIFIED"), &upd)
     );
+    // Concurrent creates of one name through both nodes: exactly one wins.
+    let (ra, rb) = tokio::join!(a.post(CMS, cm("race", "a")), b.post(CMS, cm("race", "b")));
+    let mut codes = [ra?.status.as_u16(), rb?.status.as_u16()];
+    codes.sort();
+    assert_eq!(codes, [201, 409]);
+    w.event().await?; // the winner's ADDED
+
     // Concurrent updates through both nodes without preconditions: none is lost.
     let mut tasks = Vec::new();
     for i in 0..10 {

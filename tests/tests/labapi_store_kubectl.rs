@@ -239,6 +239,45 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     )?;
     assert_eq!(out.trim(), "configmap/cfg created");
 
+    // kubectl's generators send protobuf bodies.
+    let out = lab.ok(
+        0,
+        &[
+            "create",
+            "configmap",
+            "gen",
+            "-n",
+            "e2e",
+            "--from-literal=a=b",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "configmap/gen created");
+    lab.ok(1, &["create", "namespace", "gen-ns"], None)?;
+    lab.ok(
+        1,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "-n",
+            "gen-ns",
+            "--from-literal=pw=hunter2",
+        ],
+        None,
+    )?;
+    lab.ok(1, &["create", "serviceaccount", "sa", "-n", "gen-ns"], None)?;
+    assert_eq!(
+        lab.json(0, &["get", "configmap", "gen", "-n", "e2e"])?["data"],
+        json!({"a": "b"})
+    );
+    let secret = lab.json(0, &["get", "secret", "s", "-n", "gen-ns"])?;
+    assert_eq!(
+        (secret["data"]["pw"].as_str(), secret["type"].as_str()),
+        (Some("aHVudGVyMg=="), Some("Opaque"))
+    );
+    lab.json(0, &["get", "serviceaccount", "sa", "-n", "gen-ns"])?;
     // kubectl get prints the server's Table.
     let table = lab.ok(1, &["get", "configmaps", "-n", "e2e"], None)?;
     let mut rows = table.lines();
@@ -347,6 +386,38 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     assert_eq!(
         lab.json(1, &["get", "deployment", "web", "-n", "e2e"])?["spec"]["replicas"],
         3
+    );
+
+    // Server-side apply and server-side dry runs.
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa", "namespace": "e2e"}, "data": {"x": "1"}});
+    let out = lab.ok(
+        0,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        Some(&applied.to_string()),
+    )?;
+    assert_eq!(out.trim(), "configmap/ssa serverside-applied");
+    assert_eq!(
+        lab.json(1, &["get", "configmap", "ssa", "-n", "e2e"])?["data"],
+        json!({"x": "1"})
+    );
+    let out = lab.ok(
+        1,
+        &[
+            "create",
+            "configmap",
+            "dry",
+            "-n",
+            "e2e",
+            "--dry-run=server",
+            "--from-literal=a=b",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "configmap/dry created (server dry run)");
+    assert!(
+        !lab.kubectl_in(0, &["get", "configmap", "dry", "-n", "e2e"], None)?
+            .status
+            .success()
     );
 
     // Logs of a pod.

@@ -22,6 +22,47 @@
 //! # Namespaces
 //! `default`, `kube-system`, `kube-public` and `kube-node-lease` are created on connect when
 //! absent, each with a create-if-absent etcd transaction (race-free across lab processes).
+//! Creating a namespaced object needs its namespace (404 as recorded); deleting a namespace
+//! deletes everything in it before answering; `default`, `kube-system` and `kube-public`
+//! cannot be deleted (403).
+//!
+//! # What is served
+//! get, list (`limit`/`continue` with kube's token format, `resourceVersion` +
+//! `resourceVersionMatch=Exact`, label selectors with `=`, `==`, `!=`, `in`, `notin`,
+//! exists, `!`, `>`/`<`, field selectors with `=`/`==`/`!=` on any dotted path, 410 for
+//! compacted revisions and expired tokens as recorded), watch (see `watch.rs`: initial events,
+//! bookmarks, selectors, 410 ERROR event, timeoutSeconds, one chunk/frame per event), create
+//! (uid, creationTimestamp, generation, generateName, namespace defaulting and mismatch,
+//! 409/404/422 as recorded), update (resourceVersion preconditions → 409, optimistic retries
+//! otherwise, generation bumps when anything outside metadata/status changes, no write when
+//! nothing changes), patch (merge, strategic, JSON patch, server-side apply; 415 otherwise),
+//! delete (Status Success or the object, as kube's registries do per kind; preconditions;
+//! finalizers hold the object with a deletionTimestamp until removed), deletecollection,
+//! `status` and `scale` subresources, `pods/log` (`follow`, `tailLines`, `container`),
+//! `pods/exec|attach` (handed to the exec module), `?dryRun=All`, Table and
+//! PartialObjectMetadata output, YAML, `?pretty` / curl-style pretty printing, and the
+//! protobuf request bodies of kubectl's generators (see `proto`).
+//!
+//! # Accepted differences from kube-apiserver
+//! - No field conversion between versions of one resource (see Values); no defaulting
+//!   beyond what is listed here (pods get `status.phase`/`qosClass`, namespaces their
+//!   finalizer/label/phase, secrets type `Opaque`); no per-type validation beyond names and
+//!   ConfigMap/Secret keys and immutability; `fieldValidation` is ignored.
+//! - `managedFields` are not tracked; server-side apply is a strategic merge of the applied
+//!   configuration (no field ownership: fields dropped from a configuration stay, no
+//!   conflicts between managers).
+//! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
+//! - Tables have generic columns (Name, Age; Status for pods and namespaces) instead of
+//!   kube's per-type printers.
+//! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
+//!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
+//!   ServiceAccount; other kinds get 415.
+//! - Deletion is immediate (no graceful pod termination, no `Terminating` namespace phase;
+//!   the namespace's content is deleted synchronously); no garbage collection of dependents.
+//! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
+//!   `limit` always paginate, bookmarks carry the last revision this watch saw, and a
+//!   resourceVersion newer than etcd's waits (watch) or answers 504 (list).
+//! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
 #![allow(
     clippy::result_large_err,
     reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
@@ -30,6 +71,7 @@
 mod error;
 mod format;
 mod patch;
+mod proto;
 mod query;
 mod table;
 mod util;
@@ -188,6 +230,8 @@ impl Store {
             }
         };
         let sub = req.subresource.clone();
+        // `?dryRun=All`: everything is checked, nothing is written.
+        let dry_run = query.get("dryRun").is_some();
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
@@ -198,17 +242,17 @@ impl Store {
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
             (Verb::Create, None) => match read_body(http).await {
-                Ok((parts, body)) => self.create(&req, &parts, &body).await,
+                Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::Update | Verb::Patch, None | Some("status") | Some("scale")) => {
                 match read_body(http).await {
-                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body).await,
+                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body, dry_run).await,
                     Err(s) => Err(s),
                 }
             }
             (Verb::Delete, None) => match read_body(http).await {
-                Ok((_, body)) => self.delete(&req, &body).await,
+                Ok((_, body)) => self.delete(&req, &body, dry_run).await,
                 Err(s) => Err(s),
             },
             (Verb::DeleteCollection, None) => self.delete_collection(&req, &query).await,
@@ -365,9 +409,20 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
+        let obj = decode_body(parts, body, &req.meta)?;
+        self.create_object(req, obj, dry_run).await
+    }
+
+    /// Create `obj` (already decoded) as kube-apiserver's create handler does.
+    async fn create_object(
+        &self,
+        req: &ResourceRequest,
+        mut obj: Value,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
-        let mut obj = decode_body(parts, body, meta)?;
         let ns = if meta.namespaced {
             let path_ns = req.namespace.clone().unwrap_or_else(|| "default".into());
             match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
@@ -412,7 +467,10 @@ impl Store {
         let key = self.object_key(meta, ns.as_deref(), &name);
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.as_str(), to_stored(&obj), None)]);
+            .and_then(ops(
+                dry_run,
+                TxnOp::put(key.as_str(), to_stored(&obj), None),
+            ));
         let resp = self
             .client
             .kv_client()
@@ -442,6 +500,7 @@ impl Store {
         req: &ResourceRequest,
         parts: &http::request::Parts,
         body: &Bytes,
+        dry_run: bool,
     ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
@@ -455,7 +514,18 @@ impl Store {
         let change = if req.verb == Verb::Patch {
             let kind = PatchKind::from_headers(&parts.headers)?;
             let p = if kind == PatchKind::Apply {
-                return Err(unsupported_media());
+                // Server-side apply: a full object in YAML (or JSON, which is YAML).
+                let v: Value = serde_yaml::from_slice(body).map_err(|e| {
+                    Status::new(400, "BadRequest", format!("error decoding YAML: {e}"))
+                })?;
+                if !v.is_object() {
+                    return Err(Status::new(
+                        400,
+                        "BadRequest",
+                        "error decoding YAML: the apply configuration is not an object",
+                    ));
+                }
+                v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
                     Status::new(400, "BadRequest", format!("error decoding patch: {e}"))
@@ -492,8 +562,12 @@ impl Store {
             }
             Change::Put(obj)
         };
+        let apply_config = match &change {
+            Change::Patch(PatchKind::Apply, p) if sub.is_none() => Some(p.clone()),
+            _ => None,
+        };
         let updated = self
-            .guaranteed_update(meta, &key, &name, |cur| {
+            .guaranteed_update(meta, &key, &name, dry_run, |cur| {
                 // The object the change applies to: the object itself or its Scale view.
                 let base = if sub == Some("scale") {
                     scale_of(cur)
@@ -542,7 +616,17 @@ impl Store {
                     }
                 }
             })
-            .await?;
+            .await;
+        let updated = match (updated, apply_config) {
+            // Server-side apply of an object that does not exist creates it.
+            (Err(s), Some(mut obj)) if s.code == 404 && s.reason == "NotFound" => {
+                if obj.pointer("/metadata/name").is_none() {
+                    obj["metadata"]["name"] = json!(name);
+                }
+                return self.create_object(req, obj, dry_run).await;
+            }
+            (r, _) => r?,
+        };
         let out = if sub == Some("scale") {
             scale_of(&updated)
         } else {
@@ -559,6 +643,7 @@ impl Store {
         meta: &ResourceMeta,
         key: &str,
         name: &str,
+        dry_run: bool,
         mut mutate: impl FnMut(&Value) -> ApiResult<Value>,
     ) -> ApiResult<Value> {
         for _ in 0..MAX_ATTEMPTS {
@@ -575,6 +660,8 @@ impl Store {
                 ));
             }
             carry_system_fields(meta, &cur.obj, &mut next, name);
+            validate(meta, name, &next)?;
+            validate_update(meta, name, &cur.obj, &next)?;
             if to_stored(&next) == to_stored(&cur.obj) {
                 let mut o = cur.obj;
                 set_type(meta, &mut o);
@@ -592,7 +679,7 @@ impl Store {
             };
             let txn = Txn::new()
                 .when([Compare::mod_revision(key, CompareOp::Equal, cur.rev)])
-                .and_then([op]);
+                .and_then(ops(dry_run, op));
             let resp = self
                 .client
                 .kv_client()
@@ -612,7 +699,12 @@ impl Store {
         .into())
     }
 
-    async fn delete(&self, req: &ResourceRequest, body: &Bytes) -> ApiResult<(u16, Value)> {
+    async fn delete(
+        &self,
+        req: &ResourceRequest,
+        body: &Bytes,
+        dry_run: bool,
+    ) -> ApiResult<(u16, Value)> {
         let meta = &req.meta;
         let name = required_name(req)?.to_string();
         let key = self.object_key(meta, req.namespace.as_deref(), &name);
@@ -694,11 +786,10 @@ impl Store {
                         CompareOp::Equal,
                         cur.rev,
                     )])
-                    .and_then([TxnOp::put(
-                        key.as_str(),
-                        to_stored(&canonical(next.clone())),
-                        None,
-                    )]);
+                    .and_then(ops(
+                        dry_run,
+                        TxnOp::put(key.as_str(), to_stored(&canonical(next.clone())), None),
+                    ));
                 let resp = self
                     .client
                     .kv_client()
@@ -718,7 +809,7 @@ impl Store {
                     CompareOp::Equal,
                     cur.rev,
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let resp = self
                 .client
                 .kv_client()
@@ -729,7 +820,7 @@ impl Store {
                 continue;
             }
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-            if meta.group.is_empty() && meta.resource == "namespaces" {
+            if meta.group.is_empty() && meta.resource == "namespaces" && !dry_run {
                 self.delete_namespace_contents(&name).await?;
             }
             if returns_deleted_object(&meta.resource) {
@@ -799,6 +890,7 @@ impl Store {
     ) -> ApiResult<(u16, Value)> {
         let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
         let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))?;
+        let dry_run = query.get("dryRun").is_some();
         let base = format!("{}/", self.list_key(&req.meta, req.namespace.as_deref()));
         let resp = self
             .client
@@ -820,7 +912,7 @@ impl Store {
                     CompareOp::Equal,
                     kv.mod_revision(),
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
             let r = self
                 .client
                 .kv_client()
@@ -1013,6 +1105,12 @@ fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiR
     }
 }
 
+/// The operations of a write transaction: none for a dry run (only the condition is
+/// evaluated, nothing is written, the revision does not move).
+fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
+    if dry_run { vec![] } else { vec![op] }
+}
+
 /// Patch formats by Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchKind {
@@ -1055,7 +1153,10 @@ impl PatchKind {
             PatchKind::Merge => merge_patch(&mut base, p),
             PatchKind::Strategic => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
             PatchKind::Json => json_patch(&mut base, p).map_err(unprocessable)?,
-            PatchKind::Apply => return Err(unsupported_media()),
+            // Server-side apply, approximated: the configuration is merged like a strategic
+            // merge patch (no field ownership, so fields dropped from the configuration are
+            // not removed and there are no conflicts between managers).
+            PatchKind::Apply => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
         }
         Ok(base)
     }
@@ -1116,6 +1217,14 @@ fn decode_body(
                 format!("couldn't get version/kind; yaml parse error: {e}"),
             )
         })?,
+        "application/vnd.kubernetes.protobuf" => match proto::decode(body) {
+            Ok(v) => v,
+            Err(proto::ProtoError::UnsupportedKind(k)) => {
+                tracing::info!(kind = %k, "lab store: protobuf body of a kind it cannot decode");
+                return Err(unsupported_media());
+            }
+            Err(e) => return Err(Status::new(400, "BadRequest", e.to_string())),
+        },
         _ => return Err(unsupported_media()),
     };
     if !v.is_object() {
@@ -1291,6 +1400,35 @@ fn namespace_of_key(rel: &str) -> Option<&str> {
     }
 }
 
+/// Update rules kube enforces generically enough for the lab: immutable ConfigMaps and
+/// Secrets keep their data and stay immutable.
+fn validate_update(meta: &ResourceMeta, name: &str, cur: &Value, next: &Value) -> ApiResult<()> {
+    let immutable_kind =
+        meta.group.is_empty() && matches!(meta.resource.as_str(), "configmaps" | "secrets");
+    if !immutable_kind || cur.get("immutable") != Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    const WHY: &str = "Forbidden: field is immutable when `immutable` is set";
+    let mut causes = Vec::new();
+    if next.get("immutable") != Some(&Value::Bool(true)) {
+        causes.push((
+            "immutable".to_string(),
+            "FieldValueForbidden",
+            WHY.to_string(),
+        ));
+    }
+    for field in ["data", "binaryData", "stringData"] {
+        if cur.get(field) != next.get(field) {
+            causes.push((field.to_string(), "FieldValueForbidden", WHY.to_string()));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(&meta.kind, name, causes))
+    }
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1373,6 +1511,14 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
             "BestEffort"
         };
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    } else if meta.group.is_empty() && meta.resource == "secrets" {
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj["type"] = json!("Opaque");
+        }
     } else if meta.subresources.iter().any(|s| s == "status") {
         obj["status"] = json!({});
     }
