@@ -64,7 +64,11 @@ fn is_root() -> bool {
 
 /// LLVM major version of a rustc toolchain (`rustc +T -vV` → `LLVM version: 22.1.4`).
 fn llvm_major(toolchain: &str) -> Option<u32> {
-    let out = output(Command::new("rustc").arg(format!("+{toolchain}")).arg("-vV"))?;
+    let out = output(
+        Command::new("rustc")
+            .arg(format!("+{toolchain}"))
+            .arg("-vV"),
+    )?;
     out.lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .and_then(|v| v.split('.').next())
@@ -72,13 +76,17 @@ fn llvm_major(toolchain: &str) -> Option<u32> {
 }
 
 fn has_rust_src(toolchain: &str) -> bool {
-    output(Command::new("rustc").arg(format!("+{toolchain}")).args(["--print", "sysroot"]))
-        .map(|root| {
-            Path::new(root.trim())
-                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-                .exists()
-        })
-        .unwrap_or(false)
+    output(
+        Command::new("rustc")
+            .arg(format!("+{toolchain}"))
+            .args(["--print", "sysroot"]),
+    )
+    .map(|root| {
+        Path::new(root.trim())
+            .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+            .exists()
+    })
+    .unwrap_or(false)
 }
 
 /// The LLVM major bpf-linker was built against, read from the libLLVM it links.
@@ -129,8 +137,9 @@ pub fn setup() -> Result<bool> {
         .context("fix: check that rustup can reach its distribution server")?;
         did.push(format!("{nightly}+rust-src"));
     }
-    let llvm = llvm_major(&nightly)
-        .with_context(|| format!("cannot read the LLVM version of {nightly} (`rustc +{nightly} -vV`)"))?;
+    let llvm = llvm_major(&nightly).with_context(|| {
+        format!("cannot read the LLVM version of {nightly} (`rustc +{nightly} -vV`)")
+    })?;
 
     // 2. Debian packages: LLVM dev files matching nightly's LLVM (bpf-linker links them),
     //    and the rest.
@@ -156,7 +165,10 @@ pub fn setup() -> Result<bool> {
                 missing.join(" ")
             );
         }
-        run("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+        run(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
         run(
             &format!("installing {}", missing.join(" ")),
             Command::new("apt-get")
@@ -189,13 +201,17 @@ pub fn setup() -> Result<bool> {
                 .env("LLVM_PREFIX", &prefix)
                 .env(format!("LLVM_SYS_{llvm}1_PREFIX"), &prefix),
         )
-        .with_context(|| format!("fix: check that llvm-{llvm}-dev and libclang-{llvm}-dev are installed"))?;
+        .with_context(|| {
+            format!("fix: check that llvm-{llvm}-dev and libclang-{llvm}-dev are installed")
+        })?;
         did.push(format!("bpf-linker(LLVM {llvm})"));
     }
 
     // 4. Real clients: kubectl must be on the machine; the Python client from PyPI.
     if output(Command::new("kubectl").args(["version", "--client"])).is_none() {
-        bail!("kubectl not found on PATH; fix: install kubectl v1.32 (it ships with machines of this kind)");
+        bail!(
+            "kubectl not found on PATH; fix: install kubectl v1.32 (it ships with machines of this kind)"
+        );
     }
     for (pkg, module) in PYTHON_PACKAGES {
         if !python_has(module) {
