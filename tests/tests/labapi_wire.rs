@@ -872,8 +872,8 @@ fn kubectl_discovery_whoami_explain_and_crud() {
     );
 
     // A write and a read through the whole stack (classification → storage).
-    // (`kubectl create -f` sends JSON; `kubectl create namespace` would send protobuf,
-    // which the storage layer does not decode.)
+    // (`kubectl create -f` sends JSON after finding server-side field validation in the
+    // OpenAPI v3 document; `kubectl create namespace` sends protobuf.)
     let manifest = lab.work.path().join("objects.yaml");
     std::fs::write(
         &manifest,
@@ -881,6 +881,19 @@ fn kubectl_discovery_whoami_explain_and_crud() {
     )
     .unwrap();
     kubectl(&lab, &pki, &["create", "-f", manifest.to_str().unwrap()]);
+    kubectl(&lab, &pki, &["create", "namespace", "lab-proto"]);
+    let ns = kubectl(
+        &lab,
+        &pki,
+        &[
+            "get",
+            "namespace",
+            "lab-proto",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+    );
+    assert_eq!(ns, "Active");
     let a = kubectl(
         &lab,
         &pki,
