@@ -1,13 +1,25 @@
 //! mvp: the Kubernetes Mixed Version Proxy as a node daemon.
 //!
 //! Rooms, bottom to top (see ARCHITECTURE.md):
-//! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel.
+//! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel
+//!   (bpf(), setns). Exposes [`steer::ListenerSource`] and [`steer::UpstreamConnector`].
 //! - [`addr`]: typed addresses so client, original destination and upstream cannot be confused.
 //! - [`relay`]: the L4 relay used until the L7 front door lands.
-//! - [`app`]: wiring of the daemon (`mvp run`).
+//! - [`admin`]: /healthz, /readyz, /metrics.
+//! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
+//! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod relay;
 pub mod steer;
+
+// Brain (pure core, no I/O).
+pub mod discovery;
+pub mod request_info;
+pub mod route;
+#[cfg(test)]
+mod test_fixtures;

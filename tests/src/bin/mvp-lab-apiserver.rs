@@ -152,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         surface,
         version,
         unprivileged_users: cli.unprivileged_user.clone(),
+        etcd_servers: cli.etcd_servers.clone(),
     };
     let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
         .await

@@ -69,7 +69,8 @@ impl std::str::FromStr for EmulatedVersion {
     type Err = ServerError;
     fn from_str(s: &str) -> Result<Self, ServerError> {
         let bad = || ServerError::Version(s.to_string());
-        let t = s.trim_start_matches('v');
+        // kube-apiserver's own form is `kube=1.35`; plain `1.35` and `v1.35.2` work too.
+        let t = s.strip_prefix("kube=").unwrap_or(s).trim_start_matches('v');
         let mut it = t.split('.');
         let major = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let minor = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
@@ -113,6 +114,8 @@ pub struct ServerConfig {
     /// Users that authenticate but may only use discovery and self reviews, like a user with
     /// no RBAC bindings (the recorded `alice`).
     pub unprivileged_users: Vec<String>,
+    /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
+    pub etcd_servers: Vec<String>,
 }
 
 struct State {
@@ -125,6 +128,7 @@ struct State {
     started: SystemTime,
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
+    etcd_servers: Vec<String>,
 }
 
 /// A bound, not yet serving, lab apiserver.
@@ -241,6 +245,7 @@ impl LabServer {
             started: SystemTime::now(),
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
+            etcd_servers: cfg.etcd_servers,
         };
         Ok(LabServer {
             state: Arc::new(state),
@@ -391,7 +396,11 @@ async fn handle(
                 close.requested.notify_one();
                 close.started.notified().await;
             }
-            let resp = serve(&state, &id, &info, req).await;
+            let gzip_ok = accepts_gzip(req.headers());
+            let mut resp = serve(&state, &id, &info, req).await;
+            if gzip_ok {
+                resp = compress(resp).await;
+            }
             (resp, Some(id))
         }
     };
@@ -460,6 +469,68 @@ fn audit(
     // One write per line so concurrent requests never interleave within a line.
     if let Err(e) = file.lock().write_all(&bytes) {
         tracing::warn!(error = %e, "audit log write failed");
+    }
+}
+
+/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+/// kube-apiserver gzips a response whose first write exceeds 128 KiB when the client
+/// accepts gzip. Lab handlers hand over complete bodies for non-streaming answers, so the
+/// body's exact size stands in for the first write; streams (watch, logs, exec) are left
+/// alone.
+const GZIP_THRESHOLD: u64 = 128 * 1024;
+
+async fn compress(resp: LabResponse) -> LabResponse {
+    use http_body::Body as _;
+    let eligible = resp.status() == http::StatusCode::OK
+        && !resp.headers().contains_key(http::header::CONTENT_ENCODING)
+        && resp
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > GZIP_THRESHOLD);
+    if !eligible {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Status::new(500, "InternalError", format!("reading the response: {e}"))
+                .response();
+        }
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let compressed = std::io::Write::write_all(&mut gz, &bytes).and_then(|()| gz.finish());
+    match compressed {
+        Ok(out) => {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            parts.headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+            parts.headers.append(
+                http::header::VARY,
+                http::HeaderValue::from_static("Accept-Encoding"),
+            );
+            http::Response::from_parts(parts, full(out))
+        }
+        // Compression into memory cannot fail short of allocation failure; answer plainly.
+        Err(_) => http::Response::from_parts(parts, full(bytes)),
     }
 }
 
@@ -549,12 +620,14 @@ async fn serve(
         return forbidden(id, info).response_with(pretty);
     }
     match info {
-        RequestInfo::NonResource { path, .. } => serve_non_resource(state, path, &req, pretty),
+        RequestInfo::NonResource { path, .. } => {
+            serve_non_resource(state, path, &req, pretty).await
+        }
         RequestInfo::Resource(r) => serve_resource(state, id, r, req, pretty).await,
     }
 }
 
-fn serve_non_resource(
+async fn serve_non_resource(
     state: &State,
     path: &str,
     req: &http::Request<Incoming>,
@@ -586,33 +659,89 @@ fn serve_non_resource(
             None => text_not_found(),
         },
         ["version"] => json_response(http::StatusCode::OK, state.version_body.clone()),
-        ["healthz" | "livez" | "readyz", rest @ ..] => health(parts[0], rest, req.uri().query()),
+        ["healthz" | "livez" | "readyz", rest @ ..] => {
+            // kube-apiserver's liveness does not depend on etcd; health and readiness do.
+            let etcd = if parts[0] == "livez" {
+                None
+            } else {
+                Some(etcd_healthy(&state.etcd_servers).await)
+            };
+            health(parts[0], rest, req.uri().query(), etcd)
+        }
         ["openapi", "v3", rest @ ..] => openapi(state, &rest.join("/"), req),
         _ => text_not_found(),
     }
 }
 
-/// `/healthz`, `/livez`, `/readyz` and their per-check paths.
-fn health(endpoint: &str, rest: &[&str], query: Option<&str>) -> LabResponse {
-    const CHECKS: [&str; 3] = ["ping", "log", "shutdown"];
+/// Whether any etcd endpoint answers `/health` with `"health":"true"` (etcd's own HTTP
+/// health endpoint on its client URL).
+async fn etcd_healthy(endpoints: &[String]) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    for ep in endpoints {
+        let hostport = ep
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect(hostport).await.ok()?;
+            s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
+                .await
+                .ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.ok()?;
+            Some(String::from_utf8_lossy(&out).contains("\"health\":\"true\""))
+        };
+        // A hung etcd must fail the check, not hang the health endpoint.
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
+/// result where the endpoint includes it. Like kube-apiserver, a failing endpoint answers
+/// 500 with the full check list and the reason withheld.
+fn health(endpoint: &str, rest: &[&str], query: Option<&str>, etcd: Option<bool>) -> LabResponse {
+    let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true)];
+    if let Some(ok) = etcd {
+        checks.push(("etcd", ok));
+    }
+    checks.push(("shutdown", true));
     match rest {
         [] => {
             let verbose = query.is_some_and(|q| {
                 q.split('&')
                     .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
             });
-            if verbose {
-                let mut body = String::new();
-                for c in CHECKS {
-                    body.push_str(&format!("[+]{c} ok\n"));
+            let healthy = checks.iter().all(|(_, ok)| *ok);
+            if healthy && !verbose {
+                return text_response(http::StatusCode::OK, "ok");
+            }
+            let mut body = String::new();
+            for (name, ok) in &checks {
+                if *ok {
+                    body.push_str(&format!("[+]{name} ok\n"));
+                } else {
+                    body.push_str(&format!("[-]{name} failed: reason withheld\n"));
                 }
+            }
+            if healthy {
                 body.push_str(&format!("{endpoint} check passed\n"));
                 text_response(http::StatusCode::OK, body)
             } else {
-                text_response(http::StatusCode::OK, "ok")
+                body.push_str(&format!("{endpoint} check failed\n"));
+                text_response(http::StatusCode::INTERNAL_SERVER_ERROR, body)
             }
         }
-        [check] if CHECKS.contains(check) => text_response(http::StatusCode::OK, "ok"),
+        [check] => match checks.iter().find(|(name, _)| name == check) {
+            Some((_, true)) => text_response(http::StatusCode::OK, "ok"),
+            Some((name, false)) => text_response(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal server error: {name} check failed\n"),
+            ),
+            None => text_not_found(),
+        },
         _ => text_not_found(),
     }
 }
@@ -905,6 +1034,8 @@ mod tests {
         assert!(!v.serves_v2beta1());
         let v: EmulatedVersion = "v1.32".parse().unwrap();
         assert!(v.serves_v2beta1());
+        let v: EmulatedVersion = "kube=1.35".parse().unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 35, 0));
         assert!("1".parse::<EmulatedVersion>().is_err());
         assert!("1.x.2".parse::<EmulatedVersion>().is_err());
     }

@@ -99,12 +99,24 @@ pub struct VersionDiscovery {
     pub freshness: String,
 }
 
-/// Only `name` is kept from the fixture's metadata (1.33 fixtures also carry
-/// `creationTimestamp: null`, which kube-apiserver 1.36 no longer writes).
+/// A group's metadata: its name, and `creationTimestamp: null` exactly when the fixture has
+/// it (1.33-era servers wrote the zero timestamp as null; 1.36 omits it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NameMeta {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    #[serde(
+        rename = "creationTimestamp",
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub creation_timestamp: Option<serde_json::Value>,
+}
+
+/// Keeps a key that is present with a `null` value (plain `Option` would drop it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// `APIGroupDiscovery`; the core group has an empty name.
@@ -239,9 +251,17 @@ impl Surface {
     pub fn load(dir: &Path) -> Result<Surface, SurfaceError> {
         let list: GroupDiscoveryListIn = read_json(&dir.join("aggregated_v2.json"))?;
         let core: ApiResourceListIn = read_json(&dir.join("api__v1.json"))?;
+        // The core group is built from the legacy list, so it follows the groups' style.
+        let creation_timestamp = list
+            .items
+            .iter()
+            .find_map(|g| g.metadata.creation_timestamp.clone());
         let mut surface = Surface {
             core: GroupDiscovery {
-                metadata: NameMeta::default(),
+                metadata: NameMeta {
+                    name: String::new(),
+                    creation_timestamp,
+                },
                 versions: vec![core_from_legacy(&core.resources)],
             },
             groups: list.items,
@@ -363,6 +383,7 @@ impl Surface {
             self.groups.push(GroupDiscovery {
                 metadata: NameMeta {
                     name: group.clone(),
+                    creation_timestamp: self.core.metadata.creation_timestamp.clone(),
                 },
                 versions: vec![],
             });
@@ -562,6 +583,47 @@ mod tests {
         assert_eq!(split_gv("f", "apps/v1", 2).unwrap(), ["apps", "v1"]);
         assert!(split_gv("f", "apps", 2).is_err());
         assert!(split_gv("f", "a/b/c/d", 3).is_err());
+    }
+
+    #[test]
+    fn creation_timestamp_null_follows_the_fixture() {
+        let dir = crate::bins::fixtures_dir().join("discovery");
+        let old = Surface::load(&dir.join("k8s-1.33")).unwrap();
+        let new = Surface::load(&dir.join("k8s-1.36")).unwrap();
+        let meta =
+            |s: &Surface, g: &str| serde_json::to_string(&s.group(g).unwrap().metadata).unwrap();
+        assert_eq!(
+            meta(&old, "apps"),
+            r#"{"name":"apps","creationTimestamp":null}"#
+        );
+        assert_eq!(meta(&old, ""), r#"{"creationTimestamp":null}"#);
+        assert_eq!(meta(&new, "apps"), r#"{"name":"apps"}"#);
+        assert_eq!(meta(&new, ""), "{}");
+    }
+
+    #[test]
+    fn round_trips_every_fixture() {
+        // The model keeps every field the generators wrote, for all three releases, and the
+        // legacy core list derived from it is the fixture's `/api/v1` again.
+        for release in ["k8s-1.33", "k8s-1.36", "k8s-1.37-dev"] {
+            let dir = crate::bins::fixtures_dir().join("discovery").join(release);
+            let surface = Surface::load(&dir).unwrap();
+            let agg: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("aggregated_v2.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                serde_json::to_value(surface.groups()).unwrap(),
+                agg["items"],
+                "{release}"
+            );
+            let core: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("api__v1.json")).unwrap()).unwrap();
+            assert_eq!(
+                serde_json::to_value(surface.legacy_resources("", "v1").unwrap()).unwrap(),
+                core["resources"],
+                "{release}"
+            );
+        }
     }
 
     #[test]
