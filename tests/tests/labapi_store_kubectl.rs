@@ -434,6 +434,27 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
         "y removed by the three-way merge"
     );
 
+    // kubectl run (a JSON body).
+    let out = lab.ok(
+        0,
+        &[
+            "run",
+            "runp",
+            "-n",
+            "e2e",
+            "--image=busybox:1.36",
+            "--env=K=V",
+            "--",
+            "sleep",
+            "3600",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "pod/runp created");
+    let p = lab.json(1, &["get", "pod", "runp", "-n", "e2e"])?;
+    assert_eq!(p["spec"]["containers"][0]["args"], json!(["sleep", "3600"]));
+    assert_eq!(p["status"]["phase"], "Pending");
+
     // Access reviews are computed, not stored.
     let out = lab.ok(0, &["auth", "can-i", "delete", "pods", "-n", "e2e"], None)?;
     assert_eq!(out.trim(), "yes");
