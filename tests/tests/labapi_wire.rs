@@ -9,23 +9,36 @@
 //! recording does not; after that the discovery documents must match byte for byte
 //! (including the aggregated ETags).
 //!
-//! Accepted differences (checked as "shape" or not at all, each for a reason):
-//! - `/version`: gitCommit, buildDate and goVersion are the lab's; the emulated fields match.
-//! - `/readyz?verbose`: the lab lists its own checks (ping, log, shutdown), not
-//!   kube-apiserver's post-start hooks; format and final line match.
-//! - OpenAPI: documents are generated (one loose schema per kind with
-//!   `x-kubernetes-group-version-kind`, no paths), so bodies, ETags and hashes differ; the
-//!   index lacks `.well-known/openid-configuration` and `openid/v1/jwks` (no service-account
-//!   issuer). Headers, caching, 304 and `?hash=` pinning behave as recorded.
+//! Replayed and compared: every discovery (legacy, per group, per group/version,
+//! aggregated v2 with `profile=nopeer` and client-go's Accept list, v2beta1-only 406, 304 on
+//! If-None-Match), health, version, OpenAPI, `err-unknown-*`, anonymous/401/403, 406,
+//! front-proxy and SelfSubjectReview recording, plus the store-backed pretty-printed 404s
+//! and the front-proxy list. CRUD, lists, tables, watches, protobuf and the 410s belong to
+//! the storage layer and are compared in `labapi_store.rs`.
+//!
+//! Accepted differences (checked by shape or not at all, each for a reason):
+//! - `/version`: gitCommit, buildDate and goVersion are the lab's; every version field
+//!   (major, minor, emulation*, minCompatibility*, gitVersion) matches.
+//! - `/readyz?verbose`: the lab lists its own checks (ping, log, etcd, shutdown), not
+//!   kube-apiserver's post-start hooks; format, first and last lines match.
+//! - OpenAPI: documents are generated (a loose schema per kind with
+//!   `x-kubernetes-group-version-kind`, list and PATCH paths only), so bodies, ETags and
+//!   hashes differ; the index lacks `.well-known/openid-configuration` and `openid/v1/jwks`
+//!   (no service-account issuer). Headers, caching, 304 and `?hash=` pinning are as recorded.
 //! - SelfSubjectReview: `creationTimestamp` and the x509 credential-id hash differ (other
 //!   certificates); everything else matches.
-//! - `x-kubernetes-pf-*` uids are fixed per lab process (present where recorded).
-//! - `frontproxy-list-configmaps-default` (served by the storage layer): status, headers,
-//!   kind and items are compared, plus the identity that reached the server (audit log: bob,
-//!   system:masters); the list's resourceVersion differs.
+//! - `x-kubernetes-pf-*` uids are fixed per lab process (present exactly where recorded);
+//!   `audit-id` is random as recorded; `content-length` presence is not compared (Go sets it
+//!   by body size, hyper whenever the body length is known).
+//! - `frontproxy-list-configmaps-default`: status, headers, kind and items are compared,
+//!   plus the identity that reached the server (audit log: bob, system:masters); the list's
+//!   resourceVersion differs.
 //! - `alice` has no RBAC in the recording; the lab reproduces her 403s with
-//!   `--unprivileged-user alice` (authorization is otherwise allow-all for authenticated users).
-//! - Legacy discovery of `application/yaml` / protobuf and gzip are not served by this layer.
+//!   `--unprivileged-user alice` (authorization is otherwise allow-all for authenticated
+//!   users, and anonymous users get what `system:public-info-viewer` grants: /version and
+//!   health, as recorded).
+//! - Legacy discovery in `application/yaml` or protobuf is answered 406 (kube-apiserver
+//!   serves them); no recording asks for them and clients use JSON.
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -859,8 +872,8 @@ fn kubectl_discovery_whoami_explain_and_crud() {
     );
 
     // A write and a read through the whole stack (classification → storage).
-    // (`kubectl create -f` sends JSON; `kubectl create namespace` would send protobuf,
-    // which the storage layer does not decode.)
+    // (`kubectl create -f` sends JSON after finding server-side field validation in the
+    // OpenAPI v3 document; `kubectl create namespace` sends protobuf.)
     let manifest = lab.work.path().join("objects.yaml");
     std::fs::write(
         &manifest,
@@ -868,6 +881,19 @@ fn kubectl_discovery_whoami_explain_and_crud() {
     )
     .unwrap();
     kubectl(&lab, &pki, &["create", "-f", manifest.to_str().unwrap()]);
+    kubectl(&lab, &pki, &["create", "namespace", "lab-proto"]);
+    let ns = kubectl(
+        &lab,
+        &pki,
+        &[
+            "get",
+            "namespace",
+            "lab-proto",
+            "-o",
+            "jsonpath={.status.phase}",
+        ],
+    );
+    assert_eq!(ns, "Active");
     let a = kubectl(
         &lab,
         &pki,
@@ -882,6 +908,32 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         ],
     );
     assert_eq!(a, "b");
+    // Client-side apply: kubectl reads the OpenAPI v3 document for the patch and the
+    // server applies it (create, then a strategic merge patch).
+    let applied = lab.work.path().join("applied.yaml");
+    for value in ["one", "two"] {
+        std::fs::write(
+            &applied,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: lab\ndata:\n  v: {value}\n"),
+        )
+        .unwrap();
+        kubectl(&lab, &pki, &["apply", "-f", applied.to_str().unwrap()]);
+    }
+    let v = kubectl(
+        &lab,
+        &pki,
+        &[
+            "-n",
+            "lab",
+            "get",
+            "configmap",
+            "applied",
+            "-o",
+            "jsonpath={.data.v}",
+        ],
+    );
+    assert_eq!(v, "two");
+
     // Streaming responses pass through the HTTP layer on both protocols: a bounded watch
     // lists the existing object as ADDED and ends on the server's timeout.
     for http2 in [true, false] {
@@ -896,16 +948,80 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         )
         .unwrap();
         assert_eq!(w.status, 200);
-        let first: Value = serde_json::from_slice(w.body.split(|b| *b == b'\n').next().unwrap())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "watch event is not JSON ({e}): {:?}",
-                    String::from_utf8_lossy(&w.body)
-                )
-            });
-        assert_eq!(first["type"], "ADDED");
-        assert_eq!(first["object"]["metadata"]["name"], "cm");
+        let events: Vec<Value> = w
+            .body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).unwrap_or_else(|e| {
+                    panic!(
+                        "watch event is not JSON ({e}): {:?}",
+                        String::from_utf8_lossy(l)
+                    )
+                })
+            })
+            .collect();
+        let names: BTreeSet<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "ADDED")
+            .filter_map(|e| e["object"]["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, BTreeSet::from(["applied", "cm"]), "http2={http2}");
     }
+
+    // Responses over 128 KiB are gzipped for clients that accept it (as recorded in
+    // get-configmap-big-accept-encoding-gzip); small ones are not.
+    let big = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "lab"},
+        "data": {"blob": "x".repeat(200 * 1024)},
+    });
+    let created = curl(
+        &lab,
+        "admin",
+        true,
+        "POST",
+        "/api/v1/namespaces/lab/configmaps",
+        &[("content-type".into(), "application/json".into())],
+        Some(big.to_string().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201);
+    let gz = [("accept-encoding".to_string(), "gzip".to_string())];
+    let got = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/api/v1/namespaces/lab/configmaps/big",
+        &gz,
+        None,
+    )
+    .unwrap();
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(got.header("vary"), Some("Accept-Encoding"));
+    let mut json_text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(got.body.as_slice()),
+        &mut json_text,
+    )
+    .unwrap();
+    let decoded: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(
+        decoded["data"]["blob"].as_str().map(str::len),
+        Some(200 * 1024)
+    );
+    let small = curl(
+        &lab,
+        "admin",
+        true,
+        "GET",
+        "/api/v1/namespaces/lab/configmaps/cm",
+        &gz,
+        None,
+    )
+    .unwrap();
+    assert_eq!(small.header("content-encoding"), None);
 
     let audit = std::fs::read_to_string(&lab.audit).unwrap();
     assert!(

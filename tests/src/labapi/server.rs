@@ -396,7 +396,11 @@ async fn handle(
                 close.requested.notify_one();
                 close.started.notified().await;
             }
-            let resp = serve(&state, &id, &info, req).await;
+            let gzip_ok = accepts_gzip(req.headers());
+            let mut resp = serve(&state, &id, &info, req).await;
+            if gzip_ok {
+                resp = compress(resp).await;
+            }
             (resp, Some(id))
         }
     };
@@ -465,6 +469,68 @@ fn audit(
     // One write per line so concurrent requests never interleave within a line.
     if let Err(e) = file.lock().write_all(&bytes) {
         tracing::warn!(error = %e, "audit log write failed");
+    }
+}
+
+/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let refused =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+/// kube-apiserver gzips a response whose first write exceeds 128 KiB when the client
+/// accepts gzip. Lab handlers hand over complete bodies for non-streaming answers, so the
+/// body's exact size stands in for the first write; streams (watch, logs, exec) are left
+/// alone.
+const GZIP_THRESHOLD: u64 = 128 * 1024;
+
+async fn compress(resp: LabResponse) -> LabResponse {
+    use http_body::Body as _;
+    let eligible = resp.status() == http::StatusCode::OK
+        && !resp.headers().contains_key(http::header::CONTENT_ENCODING)
+        && resp
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > GZIP_THRESHOLD);
+    if !eligible {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Status::new(500, "InternalError", format!("reading the response: {e}"))
+                .response();
+        }
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let compressed = std::io::Write::write_all(&mut gz, &bytes).and_then(|()| gz.finish());
+    match compressed {
+        Ok(out) => {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            parts.headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+            parts.headers.append(
+                http::header::VARY,
+                http::HeaderValue::from_static("Accept-Encoding"),
+            );
+            http::Response::from_parts(parts, full(out))
+        }
+        // Compression into memory cannot fail short of allocation failure; answer plainly.
+        Err(_) => http::Response::from_parts(parts, full(bytes)),
     }
 }
 

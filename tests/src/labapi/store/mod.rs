@@ -22,6 +22,51 @@
 //! # Namespaces
 //! `default`, `kube-system`, `kube-public` and `kube-node-lease` are created on connect when
 //! absent, each with a create-if-absent etcd transaction (race-free across lab processes).
+//! Creating a namespaced object needs its namespace (404 as recorded); deleting a namespace
+//! deletes everything in it before answering; `default`, `kube-system` and `kube-public`
+//! cannot be deleted (403).
+//!
+//! # What is served
+//! get, list (`limit`/`continue` with kube's token format, `resourceVersion` +
+//! `resourceVersionMatch=Exact`, label selectors with `=`, `==`, `!=`, `in`, `notin`,
+//! exists, `!`, `>`/`<`, field selectors with `=`/`==`/`!=` on any dotted path, 410 for
+//! compacted revisions and expired tokens as recorded), watch (see `watch.rs`: initial events,
+//! bookmarks, selectors, 410 ERROR event, timeoutSeconds, one chunk/frame per event), create
+//! (uid, creationTimestamp, generation, generateName, namespace defaulting and mismatch,
+//! 409/404/422 as recorded), update (resourceVersion preconditions → 409, optimistic retries
+//! otherwise, generation bumps when anything outside metadata/status changes, no write when
+//! nothing changes), patch (merge, strategic, JSON patch, server-side apply; 415 otherwise),
+//! delete (Status Success or the object, as kube's registries do per kind; preconditions;
+//! finalizers hold the object with a deletionTimestamp until removed), deletecollection,
+//! `status` and `scale` subresources, `pods/log` (`follow`, `tailLines`, `container`),
+//! `pods/exec|attach` (handed to the exec module), `?dryRun=All`, Table and
+//! PartialObjectMetadata output, YAML, `?pretty` / curl-style pretty printing, and the
+//! protobuf request bodies of kubectl's generators (see `proto.rs`). Create-only review
+//! resources (access, rules, token reviews) are computed and never stored. Bodies are
+//! checked for the JSON types the store relies on (400 like kube's unmarshal errors).
+//!
+//! # Accepted differences from kube-apiserver
+//! - No field conversion between versions of one resource (see Values); no defaulting
+//!   beyond what is listed here (pods get `status.phase`/`qosClass`, namespaces their
+//!   finalizer/label/phase, secrets type `Opaque`); no per-type validation beyond names and
+//!   ConfigMap/Secret keys and immutability; `fieldValidation` is ignored.
+//! - `managedFields` are not tracked; server-side apply is a strategic merge of the applied
+//!   configuration (no field ownership: fields dropped from a configuration stay, no
+//!   conflicts between managers).
+//! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
+//! - Tables have generic columns (Name, Age; Status for pods and namespaces) instead of
+//!   kube's per-type printers.
+//! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
+//!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
+//!   ServiceAccount; other kinds get 415.
+//! - Deletion is immediate (no graceful pod termination, no `Terminating` namespace phase;
+//!   the namespace's content is deleted synchronously); no garbage collection of dependents.
+//! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
+//!   `limit` always paginate, and a resourceVersion newer than etcd's waits (watch) or
+//!   answers 504 (list).
+//! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
+//! - Access reviews answer `allowed: true` for any non-anonymous subject: the store does
+//!   not evaluate RBAC (the HTTP layer's authorization decides what reaches it).
 #![allow(
     clippy::result_large_err,
     reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
@@ -200,6 +245,10 @@ impl Store {
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
+            (Verb::Create, None) if is_virtual(&req.meta) => match read_body(http).await {
+                Ok((parts, body)) => review(&req, &parts, &body),
+                Err(s) => Err(s),
+            },
             (Verb::Create, None) => match read_body(http).await {
                 Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
@@ -484,6 +533,7 @@ impl Store {
                         "error decoding YAML: the apply configuration is not an object",
                     ));
                 }
+                check_shape(&meta.kind, &meta.resource, &v)?;
                 v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
@@ -537,6 +587,7 @@ impl Store {
                     Change::Put(o) => o.clone(),
                     Change::Patch(kind, p) => kind.apply(base.clone(), p)?,
                 };
+                check_shape(&meta.kind, &meta.resource, &next)?;
                 // Precondition: a resourceVersion in the new object must match.
                 let precondition = match next.pointer("/metadata/resourceVersion") {
                     Some(Value::String(s)) if !s.is_empty() => {
@@ -557,7 +608,7 @@ impl Store {
                     Some("scale") => {
                         let replicas = next.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
                         let mut o = cur.clone();
-                        o["spec"]["replicas"] = replicas;
+                        object_field(&mut o, "spec").insert("replicas".into(), replicas);
                         Ok(o)
                     }
                     _ => {
@@ -618,7 +669,10 @@ impl Store {
                     "the object must be a JSON object",
                 ));
             }
+            check_shape(&meta.kind, &meta.resource, &next)?;
             carry_system_fields(meta, &cur.obj, &mut next, name);
+            validate(meta, name, &next)?;
+            validate_update(meta, name, &cur.obj, &next)?;
             if to_stored(&next) == to_stored(&cur.obj) {
                 let mut o = cur.obj;
                 set_type(meta, &mut o);
@@ -793,7 +847,7 @@ impl Store {
                     o["metadata"]["generation"] = json!(g + 1);
                 }
                 if meta.resource == "namespaces" {
-                    o["status"]["phase"] = json!("Terminating");
+                    object_field(&mut o, "status").insert("phase".into(), json!("Terminating"));
                 }
                 set_type(meta, &mut o);
                 return Ok((200, canonical(o)));
@@ -1068,6 +1122,66 @@ fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
     if dry_run { vec![] } else { vec![op] }
 }
 
+/// Create-only resources kube-apiserver computes instead of storing (access and token
+/// reviews): discovery lists `create` as their only verb.
+fn is_virtual(meta: &ResourceMeta) -> bool {
+    meta.verbs.len() == 1 && meta.verbs[0] == "create"
+}
+
+/// Answer a review with its `status` filled in, nothing stored. The lab's authorization
+/// is the HTTP layer's: a request that reached the store is from an authenticated,
+/// authorized caller, so access reviews answer `allowed: true` for any non-anonymous
+/// subject (the lab does not evaluate RBAC). Token reviews are not supported (the token
+/// is reported unauthenticated).
+fn review(
+    req: &ResourceRequest,
+    parts: &http::request::Parts,
+    body: &Bytes,
+) -> ApiResult<(u16, Value)> {
+    let mut obj = decode_body(parts, body, &req.meta)?;
+    let anonymous = |v: Option<&str>| v.is_none_or(|u| u.is_empty() || u == "system:anonymous");
+    let status = match req.meta.resource.as_str() {
+        "selfsubjectaccessreviews" => {
+            if req.identity.is_anonymous() {
+                json!({"allowed": false})
+            } else {
+                json!({"allowed": true, "reason": "the lab allows authenticated users"})
+            }
+        }
+        "subjectaccessreviews" | "localsubjectaccessreviews" => {
+            if anonymous(obj.pointer("/spec/user").and_then(Value::as_str))
+                && obj.pointer("/spec/groups").is_none()
+            {
+                json!({"allowed": false})
+            } else {
+                json!({"allowed": true, "reason": "the lab allows authenticated users"})
+            }
+        }
+        "selfsubjectrulesreviews" => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+        "tokenreviews" => json!({
+            "user": {},
+            "error": "the lab apiserver does not review tokens",
+        }),
+        "selfsubjectreviews" => json!({"userInfo": {
+            "username": req.identity.user,
+            "uid": req.identity.uid,
+            "groups": req.identity.groups,
+        }}),
+        _ => json!({}),
+    };
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]["creationTimestamp"] = Value::Null;
+    obj["status"] = status;
+    set_type(&req.meta, &mut obj);
+    Ok((201, obj))
+}
+
 /// Patch formats by Content-Type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PatchKind {
@@ -1191,6 +1305,7 @@ fn decode_body(
             "couldn't get version/kind; json parse error: the body is not a JSON object",
         ));
     }
+    check_shape(&meta.kind, &meta.resource, &v)?;
     if let Some(av) = v.get("apiVersion").and_then(Value::as_str)
         && av != meta.api_version()
         && !(meta.resource == "scale" || av == "autoscaling/v1")
@@ -1357,6 +1472,141 @@ fn namespace_of_key(rel: &str) -> Option<&str> {
     }
 }
 
+/// Update rules kube enforces generically enough for the lab: immutable ConfigMaps and
+/// Secrets keep their data and stay immutable.
+fn validate_update(meta: &ResourceMeta, name: &str, cur: &Value, next: &Value) -> ApiResult<()> {
+    let immutable_kind =
+        meta.group.is_empty() && matches!(meta.resource.as_str(), "configmaps" | "secrets");
+    if !immutable_kind || cur.get("immutable") != Some(&Value::Bool(true)) {
+        return Ok(());
+    }
+    const WHY: &str = "Forbidden: field is immutable when `immutable` is set";
+    let mut causes = Vec::new();
+    if next.get("immutable") != Some(&Value::Bool(true)) {
+        causes.push((
+            "immutable".to_string(),
+            "FieldValueForbidden",
+            WHY.to_string(),
+        ));
+    }
+    for field in ["data", "binaryData", "stringData"] {
+        if cur.get(field) != next.get(field) {
+            causes.push((field.to_string(), "FieldValueForbidden", WHY.to_string()));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(&meta.kind, name, causes))
+    }
+}
+
+/// `obj[key]` as a map, replacing whatever non-object was there (`obj` must be an object;
+/// anything else is first turned into one). Never panics, unlike `obj[key][..] = ..`.
+fn object_field<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let o = obj.as_object_mut().expect("made an object above");
+    let slot = o.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("made an object above")
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// kube-apiserver decodes bodies into typed structs, so a value of the wrong JSON type is a
+/// 400. The lab checks what it relies on: the generic ObjectMeta fields, that `spec` and
+/// `status` are objects, and ConfigMap/Secret data maps.
+fn check_shape(kind: &str, resource: &str, obj: &Value) -> ApiResult<()> {
+    let bad = |path: &str, want: &str, got: &Value| {
+        Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "json: cannot unmarshal {} into Go struct field {kind}.{path} of type {want}",
+                json_type(got)
+            ),
+        )
+    };
+    let Some(o) = obj.as_object() else {
+        return Err(Status::new(
+            400,
+            "BadRequest",
+            format!(
+                "json: cannot unmarshal {} into Go value of type struct",
+                json_type(obj)
+            ),
+        ));
+    };
+    let string_map = |v: &Value| {
+        v.as_object()
+            .is_some_and(|m| m.values().all(Value::is_string))
+    };
+    if let Some(m) = o.get("metadata").filter(|m| !m.is_null()) {
+        let Some(m) = m.as_object() else {
+            return Err(bad("metadata", "v1.ObjectMeta", m));
+        };
+        for f in [
+            "name",
+            "generateName",
+            "namespace",
+            "uid",
+            "resourceVersion",
+        ] {
+            if let Some(v) = m.get(f).filter(|v| !v.is_null() && !v.is_string()) {
+                return Err(bad(&format!("metadata.{f}"), "string", v));
+            }
+        }
+        for f in ["labels", "annotations"] {
+            if let Some(v) = m.get(f).filter(|v| !v.is_null() && !string_map(v)) {
+                return Err(bad(&format!("metadata.{f}"), "map[string]string", v));
+            }
+        }
+        if let Some(v) = m.get("finalizers").filter(|v| {
+            !v.is_null() && !v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }) {
+            return Err(bad("metadata.finalizers", "[]string", v));
+        }
+        if let Some(v) = m.get("ownerReferences").filter(|v| {
+            !v.is_null() && !v.as_array().is_some_and(|a| a.iter().all(Value::is_object))
+        }) {
+            return Err(bad("metadata.ownerReferences", "[]v1.OwnerReference", v));
+        }
+    }
+    for f in ["spec", "status"] {
+        if let Some(v) = o.get(f).filter(|v| !v.is_null() && !v.is_object()) {
+            return Err(bad(f, &format!("v1.{kind}{}", capitalize(f)), v));
+        }
+    }
+    if matches!(resource, "configmaps" | "secrets") {
+        for f in ["data", "binaryData", "stringData"] {
+            if let Some(v) = o.get(f).filter(|v| !v.is_null() && !string_map(v)) {
+                return Err(bad(f, "map[string]string", v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
 /// Kinds whose DELETE answers with the deleted object rather than a `Status`
 /// (kube-apiserver's `ReturnDeletedObject` registries).
 fn returns_deleted_object(resource: &str) -> bool {
@@ -1416,9 +1666,16 @@ fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&
     }
     obj["metadata"] = Value::Object(m);
     if meta.group.is_empty() && meta.resource == "namespaces" {
-        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
-        if obj.pointer("/spec/finalizers").is_none() {
-            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        let md = object_field(obj, "metadata");
+        if !md.get("labels").is_some_and(Value::is_object) {
+            md.insert("labels".into(), json!({}));
+        }
+        if let Some(l) = md.get_mut("labels").and_then(Value::as_object_mut) {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        let spec = object_field(obj, "spec");
+        if !spec.contains_key("finalizers") {
+            spec.insert("finalizers".into(), json!(["kubernetes"]));
         }
         obj["status"] = json!({"phase": "Active"});
     } else if meta.group.is_empty() && meta.resource == "pods" {

@@ -2,7 +2,8 @@
 //! (`kubectl create namespace|configmap|secret|serviceaccount ...` use
 //! `Content-Type: application/vnd.kubernetes.protobuf`): the `k8s\0` envelope, the
 //! `runtime.Unknown` wrapper, `ObjectMeta`, and the kinds Namespace, ConfigMap, Secret and
-//! ServiceAccount (field numbers from k8s.io/api `generated.proto`). Other kinds answer 415
+//! ServiceAccount, plus SelfSubjectAccessReview (`kubectl auth can-i`; field numbers from
+//! k8s.io/api `generated.proto`). Other kinds answer 415
 //! (the caller's), malformed bytes are an error, never a panic. Not decoded: ownerReferences,
 //! managedFields, timestamps (the server sets those it needs).
 use base64::Engine;
@@ -74,6 +75,14 @@ fn fields(buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>, ProtoError> {
     Ok(out)
 }
 
+/// Refuse messages with fields the decoder does not know: dropping them would lose data.
+fn only_known(all: &[(u64, Field<'_>)], known: &[u64], what: &str) -> Result<(), ProtoError> {
+    match all.iter().find(|(n, _)| !known.contains(n)) {
+        Some((n, _)) => Err(ProtoError::UnsupportedKind(format!("{what} (field {n})"))),
+        None => Ok(()),
+    }
+}
+
 fn string(b: &[u8]) -> Result<String, ProtoError> {
     String::from_utf8(b.to_vec()).map_err(|_| ProtoError::Malformed("string is not UTF-8"))
 }
@@ -142,8 +151,50 @@ fn message<'a>(all: &[(u64, Field<'a>)], num: u64) -> Option<&'a [u8]> {
     })
 }
 
+/// `OwnerReference`: kind=1, name=3, uid=4, apiVersion=5, controller=6, blockOwnerDeletion=7.
+fn owner_reference(buf: &[u8]) -> Result<Value, ProtoError> {
+    let all = fields(buf)?;
+    only_known(&all, &[1, 3, 4, 5, 6, 7], "OwnerReference")?;
+    let mut m = Map::new();
+    for (num, key) in [(5, "apiVersion"), (1, "kind"), (3, "name"), (4, "uid")] {
+        m.insert(
+            key.into(),
+            json!(first_string(&all, num)?.unwrap_or_default()),
+        );
+    }
+    for (num, key) in [(6, "controller"), (7, "blockOwnerDeletion")] {
+        if let Some(b) = first_bool(&all, num) {
+            m.insert(key.into(), json!(b));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// Every occurrence of a repeated message field, decoded by `f`.
+fn repeated(
+    all: &[(u64, Field<'_>)],
+    num: u64,
+    f: impl Fn(&[u8]) -> Result<Value, ProtoError>,
+) -> Result<Vec<Value>, ProtoError> {
+    all.iter()
+        .filter(|(n, _)| *n == num)
+        .map(|(_, v)| match v {
+            Field::Bytes(b) => f(b),
+            _ => Err(ProtoError::Malformed(
+                "message field is not length-delimited",
+            )),
+        })
+        .collect()
+}
+
 fn object_meta(buf: &[u8]) -> Result<Value, ProtoError> {
     let all = fields(buf)?;
+    // 4 selfLink, 7 generation, 8-10 timestamps/grace, 17 managedFields are server-managed.
+    only_known(
+        &all,
+        &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17],
+        "ObjectMeta",
+    )?;
     let mut m = Map::new();
     for (num, key) in [
         (1, "name"),
@@ -161,6 +212,10 @@ fn object_meta(buf: &[u8]) -> Result<Value, ProtoError> {
     }
     if let Some(a) = map_entries(&all, 12, false)? {
         m.insert("annotations".into(), a);
+    }
+    let owners = repeated(&all, 13, owner_reference)?;
+    if !owners.is_empty() {
+        m.insert("ownerReferences".into(), Value::Array(owners));
     }
     let fin = strings(&all, 14)?;
     if !fin.is_empty() {
@@ -182,6 +237,15 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
     let obj = fields(raw)?;
     let metadata = object_meta(message(&obj, 1).unwrap_or(&[]))?;
     let mut out = json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
+    let known: &[u64] = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "ConfigMap") => &[1, 2, 3, 4],
+        ("v1", "Secret") => &[1, 2, 3, 4, 5],
+        ("v1", "Namespace") => &[1, 2, 3],
+        ("v1", "ServiceAccount") => &[1, 2, 3, 4],
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &[1, 2, 3],
+        _ => &[],
+    };
+    only_known(&obj, known, &format!("{api_version}/{kind}"))?;
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "ConfigMap") => {
             if let Some(d) = map_entries(&obj, 2, false)? {
@@ -219,9 +283,73 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             }
         }
         ("v1", "ServiceAccount") => {
+            let secrets = repeated(&obj, 2, |b| {
+                let all = fields(b)?;
+                only_known(&all, &[1, 2, 3, 4, 5, 6, 7], "ObjectReference")?;
+                let mut m = Map::new();
+                for (num, key) in [
+                    (1, "kind"),
+                    (2, "namespace"),
+                    (3, "name"),
+                    (4, "uid"),
+                    (5, "apiVersion"),
+                    (6, "resourceVersion"),
+                    (7, "fieldPath"),
+                ] {
+                    if let Some(s) = first_string(&all, num)? {
+                        m.insert(key.into(), json!(s));
+                    }
+                }
+                Ok(Value::Object(m))
+            })?;
+            if !secrets.is_empty() {
+                out["secrets"] = Value::Array(secrets);
+            }
+            let pulls = repeated(&obj, 3, |b| {
+                let all = fields(b)?;
+                only_known(&all, &[1], "LocalObjectReference")?;
+                Ok(json!({"name": first_string(&all, 1)?.unwrap_or_default()}))
+            })?;
+            if !pulls.is_empty() {
+                out["imagePullSecrets"] = Value::Array(pulls);
+            }
             if let Some(b) = first_bool(&obj, 4) {
                 out["automountServiceAccountToken"] = json!(b);
             }
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            // Computed, never stored: the attributes are echoed back (selectors are not).
+            let spec = fields(message(&obj, 2).unwrap_or(&[]))?;
+            let mut out_spec = Map::new();
+            if let Some(ra) = message(&spec, 1) {
+                let all = fields(ra)?;
+                let mut m = Map::new();
+                for (num, key) in [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ] {
+                    if let Some(s) = first_string(&all, num)? {
+                        m.insert(key.into(), json!(s));
+                    }
+                }
+                out_spec.insert("resourceAttributes".into(), Value::Object(m));
+            }
+            if let Some(nra) = message(&spec, 2) {
+                let all = fields(nra)?;
+                let mut m = Map::new();
+                for (num, key) in [(1, "path"), (2, "verb")] {
+                    if let Some(s) = first_string(&all, num)? {
+                        m.insert(key.into(), json!(s));
+                    }
+                }
+                out_spec.insert("nonResourceAttributes".into(), Value::Object(m));
+            }
+            out["spec"] = Value::Object(out_spec);
         }
         _ => return Err(ProtoError::UnsupportedKind(format!("{api_version}/{kind}"))),
     }
@@ -254,6 +382,62 @@ mod tests {
             let _ = decode(&KUBECTL_CONFIGMAP[..cut]);
         }
         assert!(decode(b"nope").is_err());
+    }
+
+    fn ld(num: u64, b: &[u8]) -> Vec<u8> {
+        let mut out = vec![(num << 3 | 2) as u8, b.len() as u8];
+        out.extend_from_slice(b);
+        out
+    }
+
+    fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
+        let mut out = b"k8s\x00".to_vec();
+        out.extend(ld(1, &[ld(1, b"v1"), ld(2, kind.as_bytes())].concat()));
+        out.extend(ld(2, raw));
+        out
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_not_dropped() {
+        let meta = ld(1, &ld(1, b"x"));
+        let with_unknown = [meta.clone(), vec![9 << 3, 1]].concat();
+        assert!(matches!(
+            decode(&envelope("ConfigMap", &with_unknown)),
+            Err(ProtoError::UnsupportedKind(_))
+        ));
+        assert!(matches!(
+            decode(&envelope("Pod", &meta)),
+            Err(ProtoError::UnsupportedKind(_))
+        ));
+    }
+
+    #[test]
+    fn service_account_with_references() {
+        let owner = ld(
+            13,
+            &[
+                ld(1, b"Deployment"),
+                ld(3, b"d"),
+                ld(4, b"u"),
+                ld(5, b"apps/v1"),
+                vec![6 << 3, 1],
+            ]
+            .concat(),
+        );
+        let meta = ld(1, &[ld(1, b"sa"), owner].concat());
+        let raw = [
+            meta,
+            ld(2, &ld(3, b"tok")),
+            ld(3, &ld(1, b"pull")),
+            vec![4 << 3, 0],
+        ]
+        .concat();
+        assert_eq!(
+            decode(&envelope("ServiceAccount", &raw)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "sa", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "u", "controller": true}]},
+                "secrets": [{"name": "tok"}], "imagePullSecrets": [{"name": "pull"}], "automountServiceAccountToken": false})
+        );
         assert!(decode(b"k8s\x00\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01").is_err());
     }
 }
