@@ -1332,3 +1332,93 @@ fn readiness_follows_etcd() {
     assert_eq!(get(&lab, "/livez").status, 200);
     assert_eq!(get(&lab, "/apis").status, 200);
 }
+
+#[test]
+fn sigterm_fails_readiness_then_drains() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    // Long enough that readiness is seen failing while requests are still served.
+    let mut lab = start_lab(
+        &pki,
+        "k8s-1.36",
+        &["--shutdown-delay-duration".to_string(), "10s".to_string()],
+    );
+    let get = |lab: &Lab, path: &str| curl(lab, "admin", true, "GET", path, &[], None);
+
+    // A watch open across the shutdown: it must end cleanly (curl exit 0), as
+    // kube-apiserver ends watches when it stops.
+    let watch = Command::new("curl")
+        .args(["-sS", "--http2", "-o", "/dev/null", "--cacert"])
+        .arg(lab.pki_path("server-ca.crt"))
+        .arg("--cert")
+        .arg(lab.pki_path("admin.crt"))
+        .arg("--key")
+        .arg(lab.pki_path("admin.key"))
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?watch=true",
+            lab.port
+        ))
+        .spawn()
+        .unwrap();
+    let mut watch = scopeguard(watch);
+    eventually("the watch to reach the server", || {
+        let audit = std::fs::read_to_string(&lab.audit).unwrap_or_default();
+        if audit.contains("\"verb\":\"watch\"") {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    });
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lab.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let r = eventually("/readyz to report the shutdown", || {
+        let r = get(&lab, "/readyz")?;
+        if r.status == 500 {
+            Ok(r)
+        } else {
+            Err(format!("status {}", r.status))
+        }
+    });
+    assert!(String::from_utf8_lossy(&r.body).contains("[-]shutdown failed: reason withheld\n"));
+    // Still serving during the delay.
+    assert_eq!(get(&lab, "/livez").unwrap().status, 200);
+    assert_eq!(get(&lab, "/apis").unwrap().status, 200);
+
+    let status = eventually("the lab apiserver to exit", || match lab.child.try_wait() {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err("still running".to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    assert!(status.success(), "exit status {status}");
+    let watch_status = eventually("the watch to end", || match watch.0.try_wait() {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err("still streaming".to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    assert!(
+        watch_status.success(),
+        "curl watch ended with {watch_status}"
+    );
+    assert!(
+        get(&lab, "/livez").is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+/// Kills a child process on drop (a failed assertion must not leave curl behind).
+struct ChildGuard(Child);
+
+fn scopeguard(child: Child) -> ChildGuard {
+    ChildGuard(child)
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -116,6 +116,9 @@ pub struct ServerConfig {
     pub unprivileged_users: Vec<String>,
     /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
     pub etcd_servers: Vec<String>,
+    /// `--shutdown-delay-duration`: after SIGTERM, keep serving (with `/readyz` failing)
+    /// this long before closing the listener.
+    pub shutdown_delay: Duration,
 }
 
 struct State {
@@ -129,6 +132,12 @@ struct State {
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
     etcd_servers: Vec<String>,
+    /// Set at the shutdown signal: `/readyz` fails from then on.
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// Cancelled when the listener closes: connections send GOAWAY / close after their
+    /// current response, and watch streams end.
+    drain: tokio_util::sync::CancellationToken,
+    shutdown_delay: Duration,
 }
 
 /// A bound, not yet serving, lab apiserver.
@@ -246,6 +255,9 @@ impl LabServer {
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
             etcd_servers: cfg.etcd_servers,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            drain: tokio_util::sync::CancellationToken::new(),
+            shutdown_delay: cfg.shutdown_delay,
         };
         Ok(LabServer {
             state: Arc::new(state),
@@ -259,12 +271,26 @@ impl LabServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then shuts down as kube-apiserver does: `/readyz`
+    /// fails at once, requests are still served for the shutdown delay, then the listener
+    /// closes, connections finish their in-flight requests (HTTP/2 gets GOAWAY), watches
+    /// end, and this returns once they are gone (or after [`DRAIN_LIMIT`]).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        let delay = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(delay);
+        let mut signalled = false;
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    self.state.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!(delay = ?self.state.shutdown_delay, "shutting down: /readyz fails from now on");
+                    delay.as_mut().reset(tokio::time::Instant::now() + self.state.shutdown_delay);
+                }
+                _ = &mut delay, if signalled => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => {
                     let (tcp, peer) = match accepted {
                         Ok(a) => a,
@@ -276,10 +302,49 @@ impl LabServer {
                     };
                     let state = self.state.clone();
                     let acceptor = self.acceptor.clone();
-                    tokio::spawn(serve_connection(state, acceptor, tcp, peer));
+                    connections.spawn(serve_connection(state, acceptor, tcp, peer));
                 }
             }
         }
+        drop(self.listener);
+        self.state.drain.cancel();
+        let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "connections still open after the drain limit; closing them"
+            );
+            connections.abort_all();
+        }
+    }
+}
+
+/// How long shutdown waits for in-flight requests (kube-apiserver's default request
+/// timeout).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A response body that ends cleanly when the server drains, as kube-apiserver ends its
+/// watch streams at shutdown (clients then re-watch elsewhere).
+struct EndOnDrain {
+    inner: super::types::Body,
+    drained: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl http_body::Body for EndOnDrain {
+    type Data = Bytes;
+    type Error = super::types::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.drained.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 }
 
@@ -316,6 +381,7 @@ async fn serve_connection(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let conn = Arc::new(ConnInfo { peer, certs });
+    let state_drain = state.drain.clone();
     // kube-apiserver limits an anonymous HTTP/2 connection to one request: it sends GOAWAY
     // as it answers (its HTTP/2 DoS mitigation); proxies in front must cope with that.
     let close = Arc::new(CloseSignal::default());
@@ -331,11 +397,16 @@ async fn serve_connection(
     builder.http1().title_case_headers(true);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
+    let drain = state_drain;
     let result = tokio::select! {
         r = connection.as_mut() => r,
         _ = close.requested.notified() => {
             connection.as_mut().graceful_shutdown();
             close.started.notify_one();
+            connection.await
+        }
+        _ = drain.cancelled() => {
+            connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
@@ -400,6 +471,12 @@ async fn handle(
             let mut resp = serve(&state, &id, &info, req).await;
             if gzip_ok {
                 resp = compress(resp).await;
+            }
+            if matches!(&info, RequestInfo::Resource(r) if r.verb == "watch") {
+                let drained = Box::pin(state.drain.clone().cancelled_owned());
+                resp = resp.map(|inner| {
+                    http_body_util::BodyExt::boxed_unsync(EndOnDrain { inner, drained })
+                });
             }
             (resp, Some(id))
         }
@@ -666,7 +743,12 @@ async fn serve_non_resource(
             } else {
                 Some(etcd_healthy(&state.etcd_servers).await)
             };
-            health(parts[0], rest, req.uri().query(), etcd)
+            // Only readiness reports the shutdown in progress.
+            let shutting_down = parts[0] == "readyz"
+                && state
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::SeqCst);
+            health(parts[0], rest, req.uri().query(), etcd, shutting_down)
         }
         ["openapi", "v3", rest @ ..] => openapi(state, &rest.join("/"), req),
         _ => text_not_found(),
@@ -702,12 +784,18 @@ async fn etcd_healthy(endpoints: &[String]) -> bool {
 /// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
 /// result where the endpoint includes it. Like kube-apiserver, a failing endpoint answers
 /// 500 with the full check list and the reason withheld.
-fn health(endpoint: &str, rest: &[&str], query: Option<&str>, etcd: Option<bool>) -> LabResponse {
+fn health(
+    endpoint: &str,
+    rest: &[&str],
+    query: Option<&str>,
+    etcd: Option<bool>,
+    shutting_down: bool,
+) -> LabResponse {
     let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true)];
     if let Some(ok) = etcd {
         checks.push(("etcd", ok));
     }
-    checks.push(("shutdown", true));
+    checks.push(("shutdown", !shutting_down));
     match rest {
         [] => {
             let verbose = query.is_some_and(|q| {
