@@ -164,7 +164,17 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
         .arg(pki.path("client-ca.crt"))
         .arg("--requestheader-client-ca-file")
         .arg(pki.path("front-proxy-ca.crt"))
-        .args(["--requestheader-allowed-names", "front-proxy-client"])
+        // Tests that pass their own allowed names replace this default.
+        .args(
+            if extra
+                .iter()
+                .any(|a| a.starts_with("--requestheader-allowed-names"))
+            {
+                vec![]
+            } else {
+                vec!["--requestheader-allowed-names", "front-proxy-client"]
+            },
+        )
         .args(["--requestheader-username-headers", "X-Remote-User"])
         .args(["--requestheader-group-headers", "X-Remote-Group"])
         .args(["--requestheader-uid-headers", "X-Remote-Uid"])
@@ -1421,4 +1431,44 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn anonymous_off_and_any_front_proxy_name() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(
+        &pki,
+        "k8s-1.36",
+        &[
+            "--anonymous-auth=false".to_string(),
+            "--requestheader-allowed-names=".to_string(),
+        ],
+    );
+    // Without anonymous auth, no credentials at all is a 401 even for /version.
+    let r = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();
+    assert_eq!(r.status, 401);
+    // With no allowed names, any certificate from the front-proxy CA may assert identities.
+    let headers = [
+        ("x-remote-user".to_string(), "carol".to_string()),
+        ("x-remote-group".to_string(), "team-z".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    let r = curl(
+        &lab,
+        "badfp",
+        true,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &headers,
+        Some(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let review: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(review["status"]["userInfo"]["username"], "carol");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["team-z", "system:authenticated"])
+    );
 }

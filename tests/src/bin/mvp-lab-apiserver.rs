@@ -167,7 +167,13 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .map(|client_ca| RequestHeaderConfig {
                 client_ca,
-                allowed_names: cli.requestheader_allowed_names.clone(),
+                // `--requestheader-allowed-names=` (empty) means any name, not the name "".
+                allowed_names: cli
+                    .requestheader_allowed_names
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect(),
                 username_headers: cli.requestheader_username_headers.clone(),
                 group_headers: cli.requestheader_group_headers.clone(),
                 uid_headers: cli.requestheader_uid_headers.clone(),
