@@ -869,6 +869,37 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         serde_json::json!(["system:masters", "system:authenticated"])
     );
 
+    // auth can-i: SelfSubjectAccessReview (protobuf from kubectl) answered by the lab.
+    assert_eq!(
+        kubectl(
+            &lab,
+            &pki,
+            &["auth", "can-i", "list", "secrets", "-n", "fx"]
+        )
+        .trim(),
+        "yes"
+    );
+
+    // The same review in JSON, for a user the lab treats as having no RBAC bindings.
+    let ssar_body = br#"{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"namespace":"fx","verb":"list","resource":"secrets"}}}"#;
+    let json_ct = [("content-type".to_string(), "application/json".to_string())];
+    for (who, allowed) in [("alice", false), ("admin", true)] {
+        let r = curl(
+            &lab,
+            who,
+            true,
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &json_ct,
+            Some(ssar_body),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "{who}");
+        let review: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(review["status"]["allowed"], allowed, "{who}: {review}");
+        assert_eq!(review["spec"]["resourceAttributes"]["resource"], "secrets");
+    }
+
     // explain: found through the OpenAPI v3 index and the apps/v1 document.
     let explain = kubectl(&lab, &pki, &["explain", "deployments"]);
     assert!(

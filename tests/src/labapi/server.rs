@@ -1038,6 +1038,12 @@ async fn serve_resource(
     {
         return self_subject_review(id, &meta.api_version(), req, pretty).await;
     }
+    if meta.group == "authorization.k8s.io"
+        && meta.resource == "selfsubjectaccessreviews"
+        && info.subresource.is_none()
+    {
+        return self_subject_access_review(state, id, &meta.api_version(), req, pretty).await;
+    }
     let request = ResourceRequest {
         meta,
         verb: info.lab_verb(),
@@ -1047,6 +1053,67 @@ async fn serve_resource(
         identity: id.clone(),
     };
     state.handler.handle(request, req).await
+}
+
+/// `POST .../selfsubjectaccessreviews` (`kubectl auth can-i`): answered by the lab's own
+/// authorizer, never stored.
+async fn self_subject_access_review(
+    state: &State,
+    id: &Identity,
+    api_version: &str,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Status::new(400, "BadRequest", format!("reading request body: {e}"))
+                .response_with(pretty);
+        }
+    };
+    let attrs = match super::review::parse(&content_type, &body) {
+        Ok(a) => a,
+        Err(e) => return Status::new(400, "BadRequest", e.to_string()).response_with(pretty),
+    };
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let info = match &attrs {
+        super::review::Attributes::Resource {
+            namespace,
+            verb,
+            group,
+            version,
+            resource,
+            subresource,
+            name,
+        } => RequestInfo::Resource(ResourceInfo {
+            path: String::new(),
+            group: group.clone(),
+            version: version.clone(),
+            namespace: some(namespace),
+            resource: resource.clone(),
+            name: some(name),
+            subresource: some(subresource),
+            verb: verb.clone(),
+        }),
+        super::review::Attributes::NonResource { path, verb } => RequestInfo::NonResource {
+            path: path.clone(),
+            verb: verb.clone(),
+        },
+    };
+    let review = json!({
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": api_version,
+        "metadata": {"creationTimestamp": rfc3339(SystemTime::now())},
+        "spec": attrs.spec(),
+        "status": {"allowed": authorized(state, id, &info)},
+    });
+    json_response(http::StatusCode::CREATED, json_bytes(&review, pretty))
 }
 
 /// `POST .../selfsubjectreviews`: the caller's identity, as `kubectl auth whoami` reads it.
