@@ -1503,3 +1503,93 @@ fn anonymous_off_and_any_front_proxy_name() {
         serde_json::json!(["team-z", "system:authenticated"])
     );
 }
+
+#[test]
+fn impersonation_as_kube_apiserver_applies_it() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &["--unprivileged-user=alice".to_string()]);
+    let whoami = |identity: &str, headers: &[(&str, &str)]| {
+        let mut h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        h.push(("content-type".into(), "application/json".into()));
+        curl(
+            &lab,
+            identity,
+            false,
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &h,
+            Some(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#),
+        )
+        .unwrap()
+    };
+
+    // An admin impersonates bob in team-x with an extra: the review answers as bob.
+    let r = whoami(
+        "admin",
+        &[
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Group", "team-x"),
+            ("Impersonate-Extra-Acme.com%2Fproject", "p1"),
+        ],
+    );
+    assert_eq!(r.status, 201);
+    let review: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        review["status"]["userInfo"],
+        serde_json::json!({
+            "username": "bob",
+            "groups": ["team-x", "system:authenticated"],
+            "extra": {"acme.com/project": ["p1"]},
+        })
+    );
+    // The audit log keeps both: who asked and who they acted as.
+    let audit = std::fs::read_to_string(&lab.audit).unwrap();
+    assert!(
+        audit.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["user"] == "realapi-admin" && v["impersonatedUser"]["username"] == "bob"
+        }),
+        "{audit}"
+    );
+
+    // Without the right, impersonation is a 403 naming the target.
+    let r = whoami("alice", &[("Impersonate-User", "bob")]);
+    assert_eq!(r.status, 403);
+    let status: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        status["message"],
+        "users \"bob\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(whoami("anon", &[("Impersonate-User", "bob")]).status, 403);
+    // Groups without a user are a server error in kube-apiserver too.
+    assert_eq!(
+        whoami("admin", &[("Impersonate-Group", "team-x")]).status,
+        500
+    );
+
+    // kubectl --as uses the same headers.
+    let who: Value = serde_json::from_str(&kubectl(
+        &lab,
+        &pki,
+        &[
+            "auth",
+            "whoami",
+            "--as",
+            "carol",
+            "--as-group",
+            "ops",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "carol");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["ops", "system:authenticated"])
+    );
+}

@@ -448,7 +448,14 @@ async fn handle(
     close: Arc<CloseSignal>,
     req: http::Request<Incoming>,
 ) -> LabResponse {
-    let audit_id = uuid4();
+    // kube-apiserver keeps a client-supplied Audit-ID (so a proxy can correlate).
+    let audit_id = req
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(uuid4);
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path_and_query = uri
@@ -457,13 +464,21 @@ async fn handle(
         .unwrap_or_else(|| uri.path().to_string());
     let info = classify(&method, uri.path(), uri.query());
     let authn = state.authn.authenticate(&conn.certs, req.headers());
+    let pretty = wants_pretty(req.headers(), uri.query());
+    let mut impersonated = None;
     let (mut resp, identity) = match authn {
-        Authn::Unauthorized => (
-            Status::unauthorized().response_with(wants_pretty(req.headers(), uri.query())),
-            None,
-        ),
-        Authn::User(id) => {
-            if id.is_anonymous() && req.version() == http::Version::HTTP_2 {
+        Authn::Unauthorized => (Status::unauthorized().response_with(pretty), None),
+        Authn::User(requester) => 'user: {
+            // Impersonation runs after authentication and before authorization.
+            let id = match impersonate(&state, &requester, req.headers()) {
+                Ok(Some(target)) => {
+                    impersonated = Some(target.clone());
+                    target
+                }
+                Ok(None) => requester.clone(),
+                Err(status) => break 'user (status.response_with(pretty), Some(requester)),
+            };
+            if requester.is_anonymous() && req.version() == http::Version::HTTP_2 {
                 close.requested.notify_one();
                 close.started.notified().await;
             }
@@ -478,7 +493,7 @@ async fn handle(
                     http_body_util::BodyExt::boxed_unsync(EndOnDrain { inner, drained })
                 });
             }
-            (resp, Some(id))
+            (resp, Some(requester))
         }
     };
     let code = resp.status().as_u16();
@@ -510,10 +525,98 @@ async fn handle(
         &info,
         &path_and_query,
         identity.as_ref(),
+        impersonated.as_ref(),
         conn.peer,
         code,
     );
     resp
+}
+
+/// Applies `Impersonate-*` headers as kube-apiserver's impersonation filter does: every
+/// impersonated attribute must be authorized (`impersonate` on users/groups/uids/
+/// userextras); `Ok(None)` when the request impersonates no one.
+fn impersonate(
+    state: &State,
+    requester: &Identity,
+    headers: &http::HeaderMap,
+) -> Result<Option<Identity>, Status> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let user = values("impersonate-user").into_iter().next();
+    let uid = values("impersonate-uid").into_iter().next();
+    let groups = values("impersonate-group");
+    let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-")
+            && let Ok(v) = value.to_str()
+        {
+            let key = percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .into_owned();
+            extra.entry(key).or_default().push(v.to_string());
+        }
+    }
+    let Some(user) = user else {
+        if uid.is_some() || !groups.is_empty() || !extra.is_empty() {
+            return Err(Status::new(
+                500,
+                "InternalError",
+                "Internal error occurred: requested impersonation of groups, uid or extra without impersonating a user",
+            )
+            .with_details(json!({"causes": [{"message": "requested impersonation without impersonating a user"}]})));
+        }
+        return Ok(None);
+    };
+    let check = |resource: &str, name: &str, subresource: Option<&str>| -> Result<(), Status> {
+        let info = RequestInfo::Resource(ResourceInfo {
+            path: String::new(),
+            group: String::new(),
+            version: "v1".into(),
+            namespace: None,
+            resource: resource.to_string(),
+            name: Some(name.to_string()),
+            subresource: subresource.map(str::to_string),
+            verb: "impersonate".into(),
+        });
+        // Impersonation is an administrative right: never for anonymous or RBAC-less users.
+        if requester.is_anonymous() || !authorized(state, requester, &info) {
+            return Err(forbidden(requester, &info));
+        }
+        Ok(())
+    };
+    check("users", &user, None)?;
+    for g in &groups {
+        check("groups", g, None)?;
+    }
+    if let Some(u) = &uid {
+        check("uids", u, None)?;
+    }
+    for (key, vals) in &extra {
+        for v in vals {
+            check("userextras", v, Some(key))?;
+        }
+    }
+    let mut target = Identity {
+        user: user.clone(),
+        uid: uid.unwrap_or_default(),
+        groups,
+        extra,
+    };
+    let marker = if user == "system:anonymous" {
+        "system:unauthenticated"
+    } else {
+        "system:authenticated"
+    };
+    if !target.groups.iter().any(|g| g == marker) {
+        target.groups.push(marker.to_string());
+    }
+    Ok(Some(target))
 }
 
 fn audit(
@@ -522,6 +625,7 @@ fn audit(
     info: &RequestInfo,
     path: &str,
     identity: Option<&Identity>,
+    impersonated: Option<&Identity>,
     peer: SocketAddr,
     code: u16,
 ) {
@@ -538,6 +642,7 @@ fn audit(
         "user": identity.map(|i| i.user.as_str()),
         "uid": identity.map(|i| i.uid.as_str()),
         "groups": identity.map(|i| i.groups.clone()).unwrap_or_default(),
+        "impersonatedUser": impersonated.map(|i| json!({"username": i.user, "groups": i.groups})),
         "sourceAddress": peer.to_string(),
         "code": code,
     });
