@@ -521,13 +521,15 @@ async fn handle(
     }
     audit(
         &state,
-        &audit_id,
-        &info,
-        &path_and_query,
-        identity.as_ref(),
-        impersonated.as_ref(),
-        conn.peer,
-        code,
+        AuditEntry {
+            audit_id: &audit_id,
+            info: &info,
+            path: &path_and_query,
+            identity: identity.as_ref(),
+            impersonated: impersonated.as_ref(),
+            peer: conn.peer,
+            code,
+        },
     );
     resp
 }
@@ -539,7 +541,7 @@ fn impersonate(
     state: &State,
     requester: &Identity,
     headers: &http::HeaderMap,
-) -> Result<Option<Identity>, Status> {
+) -> Result<Option<Identity>, Box<Status>> {
     let values = |name: &str| -> Vec<String> {
         headers
             .get_all(name)
@@ -564,32 +566,33 @@ fn impersonate(
     }
     let Some(user) = user else {
         if uid.is_some() || !groups.is_empty() || !extra.is_empty() {
-            return Err(Status::new(
+            return Err(Box::new(Status::new(
                 500,
                 "InternalError",
                 "Internal error occurred: requested impersonation of groups, uid or extra without impersonating a user",
             )
-            .with_details(json!({"causes": [{"message": "requested impersonation without impersonating a user"}]})));
+            .with_details(json!({"causes": [{"message": "requested impersonation without impersonating a user"}]}))));
         }
         return Ok(None);
     };
-    let check = |resource: &str, name: &str, subresource: Option<&str>| -> Result<(), Status> {
-        let info = RequestInfo::Resource(ResourceInfo {
-            path: String::new(),
-            group: String::new(),
-            version: "v1".into(),
-            namespace: None,
-            resource: resource.to_string(),
-            name: Some(name.to_string()),
-            subresource: subresource.map(str::to_string),
-            verb: "impersonate".into(),
-        });
-        // Impersonation is an administrative right: never for anonymous or RBAC-less users.
-        if requester.is_anonymous() || !authorized(state, requester, &info) {
-            return Err(forbidden(requester, &info));
-        }
-        Ok(())
-    };
+    let check =
+        |resource: &str, name: &str, subresource: Option<&str>| -> Result<(), Box<Status>> {
+            let info = RequestInfo::Resource(ResourceInfo {
+                path: String::new(),
+                group: String::new(),
+                version: "v1".into(),
+                namespace: None,
+                resource: resource.to_string(),
+                name: Some(name.to_string()),
+                subresource: subresource.map(str::to_string),
+                verb: "impersonate".into(),
+            });
+            // Impersonation is an administrative right: never for anonymous or RBAC-less users.
+            if requester.is_anonymous() || !authorized(state, requester, &info) {
+                return Err(Box::new(forbidden(requester, &info)));
+            }
+            Ok(())
+        };
     check("users", &user, None)?;
     for g in &groups {
         check("groups", g, None)?;
@@ -619,16 +622,27 @@ fn impersonate(
     Ok(Some(target))
 }
 
-fn audit(
-    state: &State,
-    audit_id: &str,
-    info: &RequestInfo,
-    path: &str,
-    identity: Option<&Identity>,
-    impersonated: Option<&Identity>,
+/// One audit record's facts.
+struct AuditEntry<'a> {
+    audit_id: &'a str,
+    info: &'a RequestInfo,
+    path: &'a str,
+    identity: Option<&'a Identity>,
+    impersonated: Option<&'a Identity>,
     peer: SocketAddr,
     code: u16,
-) {
+}
+
+fn audit(state: &State, e: AuditEntry<'_>) {
+    let AuditEntry {
+        audit_id,
+        info,
+        path,
+        identity,
+        impersonated,
+        peer,
+        code,
+    } = e;
     let Some(file) = &state.audit else { return };
     let verb = match info {
         RequestInfo::NonResource { verb, .. } => verb.as_str(),
