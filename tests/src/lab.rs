@@ -878,6 +878,19 @@ impl LabCluster {
         )
     }
 
+    /// [`LabCluster::sync_endpoints`] to the nodes whose apiserver runs now (what kube's
+    /// lease reconciler converges to once a stopped apiserver's lease expired).
+    pub fn sync_endpoints_to_running(&self) -> Result<Vec<String>, LabError> {
+        let running: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.apiserver_running())
+            .map(|n| n.name())
+            .collect();
+        self.sync_endpoints(&running)?;
+        Ok(running.iter().map(|n| n.to_string()).collect())
+    }
+
     /// POST `obj` to `collection`; on 409 replace the existing object (PUT with its
     /// resourceVersion).
     pub fn admin_create_or_replace(

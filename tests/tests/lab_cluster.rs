@@ -738,7 +738,33 @@ fn apiservers_stop_and_start_and_the_lab_removes_everything_it_made() {
             .unwrap(),
         "create via b",
     );
+    // The endpoints follow when asked, as kube's lease reconciler would after the lease
+    // of a's apiserver expired.
+    assert_eq!(lab.sync_endpoints_to_running().unwrap(), ["b"]);
+    let slice = ok(
+        lab.kubectl(
+            "b",
+            &[
+                "get",
+                "endpointslice",
+                "kubernetes",
+                "-n",
+                "default",
+                "-o",
+                "json",
+            ],
+        )
+        .unwrap(),
+        "get endpointslice via b",
+    )
+    .json();
+    let b_ip = lab.node("b").unwrap().ipv4().to_string();
+    assert_eq!(
+        slice["endpoints"],
+        json!([{"addresses": [b_ip], "conditions": {"ready": true}}])
+    );
     lab.start_apiserver("a").unwrap();
+    assert_eq!(lab.sync_endpoints_to_running().unwrap(), ["a", "b"]);
     ok(
         lab.kubectl(
             "a",
