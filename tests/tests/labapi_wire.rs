@@ -164,7 +164,17 @@ fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
         .arg(pki.path("client-ca.crt"))
         .arg("--requestheader-client-ca-file")
         .arg(pki.path("front-proxy-ca.crt"))
-        .args(["--requestheader-allowed-names", "front-proxy-client"])
+        // Tests that pass their own allowed names replace this default.
+        .args(
+            if extra
+                .iter()
+                .any(|a| a.starts_with("--requestheader-allowed-names"))
+            {
+                vec![]
+            } else {
+                vec!["--requestheader-allowed-names", "front-proxy-client"]
+            },
+        )
         .args(["--requestheader-username-headers", "X-Remote-User"])
         .args(["--requestheader-group-headers", "X-Remote-Group"])
         .args(["--requestheader-uid-headers", "X-Remote-Uid"])
@@ -859,6 +869,37 @@ fn kubectl_discovery_whoami_explain_and_crud() {
         serde_json::json!(["system:masters", "system:authenticated"])
     );
 
+    // auth can-i: SelfSubjectAccessReview (protobuf from kubectl) answered by the lab.
+    assert_eq!(
+        kubectl(
+            &lab,
+            &pki,
+            &["auth", "can-i", "list", "secrets", "-n", "fx"]
+        )
+        .trim(),
+        "yes"
+    );
+
+    // The same review in JSON, for a user the lab treats as having no RBAC bindings.
+    let ssar_body = br#"{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"namespace":"fx","verb":"list","resource":"secrets"}}}"#;
+    let json_ct = [("content-type".to_string(), "application/json".to_string())];
+    for (who, allowed) in [("alice", false), ("admin", true)] {
+        let r = curl(
+            &lab,
+            who,
+            true,
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            &json_ct,
+            Some(ssar_body),
+        )
+        .unwrap();
+        assert_eq!(r.status, 201, "{who}");
+        let review: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(review["status"]["allowed"], allowed, "{who}: {review}");
+        assert_eq!(review["spec"]["resourceAttributes"]["resource"], "secrets");
+    }
+
     // explain: found through the OpenAPI v3 index and the apps/v1 document.
     let explain = kubectl(&lab, &pki, &["explain", "deployments"]);
     assert!(
@@ -1331,4 +1372,224 @@ fn readiness_follows_etcd() {
     // Liveness does not depend on etcd; discovery is still served from memory.
     assert_eq!(get(&lab, "/livez").status, 200);
     assert_eq!(get(&lab, "/apis").status, 200);
+}
+
+#[test]
+fn sigterm_fails_readiness_then_drains() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    // Long enough that readiness is seen failing while requests are still served.
+    let mut lab = start_lab(
+        &pki,
+        "k8s-1.36",
+        &["--shutdown-delay-duration".to_string(), "10s".to_string()],
+    );
+    let get = |lab: &Lab, path: &str| curl(lab, "admin", true, "GET", path, &[], None);
+
+    // A watch open across the shutdown: it must end cleanly (curl exit 0), as
+    // kube-apiserver ends watches when it stops.
+    let watch = Command::new("curl")
+        .args(["-sS", "--http2", "-o", "/dev/null", "--cacert"])
+        .arg(lab.pki_path("server-ca.crt"))
+        .arg("--cert")
+        .arg(lab.pki_path("admin.crt"))
+        .arg("--key")
+        .arg(lab.pki_path("admin.key"))
+        .arg(format!(
+            "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?watch=true",
+            lab.port
+        ))
+        .spawn()
+        .unwrap();
+    let mut watch = scopeguard(watch);
+    eventually("the watch to reach the server", || {
+        let audit = std::fs::read_to_string(&lab.audit).unwrap_or_default();
+        if audit.contains("\"verb\":\"watch\"") {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    });
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lab.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let r = eventually("/readyz to report the shutdown", || {
+        let r = get(&lab, "/readyz")?;
+        if r.status == 500 {
+            Ok(r)
+        } else {
+            Err(format!("status {}", r.status))
+        }
+    });
+    assert!(String::from_utf8_lossy(&r.body).contains("[-]shutdown failed: reason withheld\n"));
+    // Still serving during the delay.
+    assert_eq!(get(&lab, "/livez").unwrap().status, 200);
+    assert_eq!(get(&lab, "/apis").unwrap().status, 200);
+
+    let status = eventually("the lab apiserver to exit", || match lab.child.try_wait() {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err("still running".to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    assert!(status.success(), "exit status {status}");
+    let watch_status = eventually("the watch to end", || match watch.0.try_wait() {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err("still streaming".to_string()),
+        Err(e) => Err(e.to_string()),
+    });
+    assert!(
+        watch_status.success(),
+        "curl watch ended with {watch_status}"
+    );
+    assert!(
+        get(&lab, "/livez").is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+/// Kills a child process on drop (a failed assertion must not leave curl behind).
+struct ChildGuard(Child);
+
+fn scopeguard(child: Child) -> ChildGuard {
+    ChildGuard(child)
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn anonymous_off_and_any_front_proxy_name() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(
+        &pki,
+        "k8s-1.36",
+        &[
+            "--anonymous-auth=false".to_string(),
+            "--requestheader-allowed-names=".to_string(),
+        ],
+    );
+    // Without anonymous auth, no credentials at all is a 401 even for /version.
+    let r = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();
+    assert_eq!(r.status, 401);
+    // With no allowed names, any certificate from the front-proxy CA may assert identities.
+    let headers = [
+        ("x-remote-user".to_string(), "carol".to_string()),
+        ("x-remote-group".to_string(), "team-z".to_string()),
+        ("content-type".to_string(), "application/json".to_string()),
+    ];
+    let r = curl(
+        &lab,
+        "badfp",
+        true,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &headers,
+        Some(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201);
+    let review: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(review["status"]["userInfo"]["username"], "carol");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["team-z", "system:authenticated"])
+    );
+}
+
+#[test]
+fn impersonation_as_kube_apiserver_applies_it() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &["--unprivileged-user=alice".to_string()]);
+    let whoami = |identity: &str, headers: &[(&str, &str)]| {
+        let mut h: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        h.push(("content-type".into(), "application/json".into()));
+        curl(
+            &lab,
+            identity,
+            false,
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            &h,
+            Some(br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#),
+        )
+        .unwrap()
+    };
+
+    // An admin impersonates bob in team-x with an extra: the review answers as bob.
+    let r = whoami(
+        "admin",
+        &[
+            ("Impersonate-User", "bob"),
+            ("Impersonate-Group", "team-x"),
+            ("Impersonate-Extra-Acme.com%2Fproject", "p1"),
+        ],
+    );
+    assert_eq!(r.status, 201);
+    let review: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        review["status"]["userInfo"],
+        serde_json::json!({
+            "username": "bob",
+            "groups": ["team-x", "system:authenticated"],
+            "extra": {"acme.com/project": ["p1"]},
+        })
+    );
+    // The audit log keeps both: who asked and who they acted as.
+    let audit = std::fs::read_to_string(&lab.audit).unwrap();
+    assert!(
+        audit.lines().any(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["user"] == "realapi-admin" && v["impersonatedUser"]["username"] == "bob"
+        }),
+        "{audit}"
+    );
+
+    // Without the right, impersonation is a 403 naming the target.
+    let r = whoami("alice", &[("Impersonate-User", "bob")]);
+    assert_eq!(r.status, 403);
+    let status: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        status["message"],
+        "users \"bob\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(whoami("anon", &[("Impersonate-User", "bob")]).status, 403);
+    // Groups without a user are a server error in kube-apiserver too.
+    assert_eq!(
+        whoami("admin", &[("Impersonate-Group", "team-x")]).status,
+        500
+    );
+
+    // kubectl --as uses the same headers.
+    let who: Value = serde_json::from_str(&kubectl(
+        &lab,
+        &pki,
+        &[
+            "auth",
+            "whoami",
+            "--as",
+            "carol",
+            "--as-group",
+            "ops",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(who["status"]["userInfo"]["username"], "carol");
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        serde_json::json!(["ops", "system:authenticated"])
+    );
 }

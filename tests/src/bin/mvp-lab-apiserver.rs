@@ -81,10 +81,46 @@ struct Cli {
     /// Add a CRD-like resource: `g/v/r=Kind[,namespaced|cluster][,status]`. Repeatable.
     #[arg(long)]
     add_resource: Vec<String>,
+    /// After SIGTERM, keep serving with /readyz failing this long before closing the
+    /// listener (Go duration: 0s, 500ms, 10s, 1m30s).
+    #[arg(long, default_value = "0s")]
+    shutdown_delay_duration: String,
     /// Lab-only: users that authenticate but are authorized for discovery and self-reviews
     /// only, like a user without RBAC bindings. Repeatable.
     #[arg(long)]
     unprivileged_user: Vec<String>,
+}
+
+/// A Go duration (`1m30s`, `500ms`, `0s`), as kube-apiserver's flags take them.
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text.trim();
+    if rest == "0" {
+        return Ok(total);
+    }
+    anyhow::ensure!(!rest.is_empty(), "empty duration");
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .with_context(|| format!("duration {text:?}: missing unit"))?;
+        let value: f64 = rest[..digits]
+            .parse()
+            .with_context(|| format!("duration {text:?}: bad number"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            unit => anyhow::bail!("duration {text:?}: unknown unit {unit:?}"),
+        };
+        total += std::time::Duration::from_secs_f64(seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 fn emulated_version(cli: &Cli) -> anyhow::Result<EmulatedVersion> {
@@ -131,7 +167,13 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .map(|client_ca| RequestHeaderConfig {
                 client_ca,
-                allowed_names: cli.requestheader_allowed_names.clone(),
+                // `--requestheader-allowed-names=` (empty) means any name, not the name "".
+                allowed_names: cli
+                    .requestheader_allowed_names
+                    .iter()
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .collect(),
                 username_headers: cli.requestheader_username_headers.clone(),
                 group_headers: cli.requestheader_group_headers.clone(),
                 uid_headers: cli.requestheader_uid_headers.clone(),
@@ -153,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         version,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
+        shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,
     };
     let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())
         .await

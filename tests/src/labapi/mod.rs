@@ -7,7 +7,7 @@
 //! - [`status`]: `Status` objects shaped exactly like kube-apiserver's.
 //! - [`surface`]: the served groups/versions/resources, from the discovery fixtures.
 //! - [`server`]: TLS, [`authn`], authorization, [`classify`], [`discovery`], [`openapi`],
-//!   version, health, SelfSubjectReview, audit log.
+//!   version, health, SelfSubjectReview, SelfSubjectAccessReview ([`review`]), audit log.
 //! - [`testpki`]: a minimal rcgen PKI (server, client CA, front-proxy CA) for tests.
 //! - [`store`]: the storage (etcd CRUD, watch, patch).
 //! - [`exec`]: pods/exec and pods/attach (WebSocket and SPDY), an echoing lab container.
@@ -16,6 +16,7 @@ pub mod classify;
 pub mod discovery;
 pub mod exec;
 pub mod openapi;
+pub mod review;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -116,6 +116,9 @@ pub struct ServerConfig {
     pub unprivileged_users: Vec<String>,
     /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
     pub etcd_servers: Vec<String>,
+    /// `--shutdown-delay-duration`: after SIGTERM, keep serving (with `/readyz` failing)
+    /// this long before closing the listener.
+    pub shutdown_delay: Duration,
 }
 
 struct State {
@@ -129,6 +132,12 @@ struct State {
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
     etcd_servers: Vec<String>,
+    /// Set at the shutdown signal: `/readyz` fails from then on.
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// Cancelled when the listener closes: connections send GOAWAY / close after their
+    /// current response, and watch streams end.
+    drain: tokio_util::sync::CancellationToken,
+    shutdown_delay: Duration,
 }
 
 /// A bound, not yet serving, lab apiserver.
@@ -246,6 +255,9 @@ impl LabServer {
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
             etcd_servers: cfg.etcd_servers,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            drain: tokio_util::sync::CancellationToken::new(),
+            shutdown_delay: cfg.shutdown_delay,
         };
         Ok(LabServer {
             state: Arc::new(state),
@@ -259,12 +271,26 @@ impl LabServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then shuts down as kube-apiserver does: `/readyz`
+    /// fails at once, requests are still served for the shutdown delay, then the listener
+    /// closes, connections finish their in-flight requests (HTTP/2 gets GOAWAY), watches
+    /// end, and this returns once they are gone (or after [`DRAIN_LIMIT`]).
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
+        let delay = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(delay);
+        let mut signalled = false;
         loop {
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    self.state.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!(delay = ?self.state.shutdown_delay, "shutting down: /readyz fails from now on");
+                    delay.as_mut().reset(tokio::time::Instant::now() + self.state.shutdown_delay);
+                }
+                _ = &mut delay, if signalled => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 accepted = self.listener.accept() => {
                     let (tcp, peer) = match accepted {
                         Ok(a) => a,
@@ -276,10 +302,49 @@ impl LabServer {
                     };
                     let state = self.state.clone();
                     let acceptor = self.acceptor.clone();
-                    tokio::spawn(serve_connection(state, acceptor, tcp, peer));
+                    connections.spawn(serve_connection(state, acceptor, tcp, peer));
                 }
             }
         }
+        drop(self.listener);
+        self.state.drain.cancel();
+        let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "connections still open after the drain limit; closing them"
+            );
+            connections.abort_all();
+        }
+    }
+}
+
+/// How long shutdown waits for in-flight requests (kube-apiserver's default request
+/// timeout).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A response body that ends cleanly when the server drains, as kube-apiserver ends its
+/// watch streams at shutdown (clients then re-watch elsewhere).
+struct EndOnDrain {
+    inner: super::types::Body,
+    drained: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl http_body::Body for EndOnDrain {
+    type Data = Bytes;
+    type Error = super::types::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.drained.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 }
 
@@ -316,6 +381,7 @@ async fn serve_connection(
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
     let conn = Arc::new(ConnInfo { peer, certs });
+    let state_drain = state.drain.clone();
     // kube-apiserver limits an anonymous HTTP/2 connection to one request: it sends GOAWAY
     // as it answers (its HTTP/2 DoS mitigation); proxies in front must cope with that.
     let close = Arc::new(CloseSignal::default());
@@ -331,11 +397,16 @@ async fn serve_connection(
     builder.http1().title_case_headers(true);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);
+    let drain = state_drain;
     let result = tokio::select! {
         r = connection.as_mut() => r,
         _ = close.requested.notified() => {
             connection.as_mut().graceful_shutdown();
             close.started.notify_one();
+            connection.await
+        }
+        _ = drain.cancelled() => {
+            connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
@@ -377,7 +448,14 @@ async fn handle(
     close: Arc<CloseSignal>,
     req: http::Request<Incoming>,
 ) -> LabResponse {
-    let audit_id = uuid4();
+    // kube-apiserver keeps a client-supplied Audit-ID (so a proxy can correlate).
+    let audit_id = req
+        .headers()
+        .get("audit-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(uuid4);
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path_and_query = uri
@@ -386,13 +464,21 @@ async fn handle(
         .unwrap_or_else(|| uri.path().to_string());
     let info = classify(&method, uri.path(), uri.query());
     let authn = state.authn.authenticate(&conn.certs, req.headers());
+    let pretty = wants_pretty(req.headers(), uri.query());
+    let mut impersonated = None;
     let (mut resp, identity) = match authn {
-        Authn::Unauthorized => (
-            Status::unauthorized().response_with(wants_pretty(req.headers(), uri.query())),
-            None,
-        ),
-        Authn::User(id) => {
-            if id.is_anonymous() && req.version() == http::Version::HTTP_2 {
+        Authn::Unauthorized => (Status::unauthorized().response_with(pretty), None),
+        Authn::User(requester) => 'user: {
+            // Impersonation runs after authentication and before authorization.
+            let id = match impersonate(&state, &requester, req.headers()) {
+                Ok(Some(target)) => {
+                    impersonated = Some(target.clone());
+                    target
+                }
+                Ok(None) => requester.clone(),
+                Err(status) => break 'user (status.response_with(pretty), Some(requester)),
+            };
+            if requester.is_anonymous() && req.version() == http::Version::HTTP_2 {
                 close.requested.notify_one();
                 close.started.notified().await;
             }
@@ -401,7 +487,13 @@ async fn handle(
             if gzip_ok {
                 resp = compress(resp).await;
             }
-            (resp, Some(id))
+            if matches!(&info, RequestInfo::Resource(r) if r.verb == "watch") {
+                let drained = Box::pin(state.drain.clone().cancelled_owned());
+                resp = resp.map(|inner| {
+                    http_body_util::BodyExt::boxed_unsync(EndOnDrain { inner, drained })
+                });
+            }
+            (resp, Some(requester))
         }
     };
     let code = resp.status().as_u16();
@@ -429,25 +521,128 @@ async fn handle(
     }
     audit(
         &state,
-        &audit_id,
-        &info,
-        &path_and_query,
-        identity.as_ref(),
-        conn.peer,
-        code,
+        AuditEntry {
+            audit_id: &audit_id,
+            info: &info,
+            path: &path_and_query,
+            identity: identity.as_ref(),
+            impersonated: impersonated.as_ref(),
+            peer: conn.peer,
+            code,
+        },
     );
     resp
 }
 
-fn audit(
+/// Applies `Impersonate-*` headers as kube-apiserver's impersonation filter does: every
+/// impersonated attribute must be authorized (`impersonate` on users/groups/uids/
+/// userextras); `Ok(None)` when the request impersonates no one.
+fn impersonate(
     state: &State,
-    audit_id: &str,
-    info: &RequestInfo,
-    path: &str,
-    identity: Option<&Identity>,
+    requester: &Identity,
+    headers: &http::HeaderMap,
+) -> Result<Option<Identity>, Box<Status>> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let user = values("impersonate-user").into_iter().next();
+    let uid = values("impersonate-uid").into_iter().next();
+    let groups = values("impersonate-group");
+    let mut extra: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, value) in headers {
+        if let Some(key) = name.as_str().strip_prefix("impersonate-extra-")
+            && let Ok(v) = value.to_str()
+        {
+            let key = percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .into_owned();
+            extra.entry(key).or_default().push(v.to_string());
+        }
+    }
+    let Some(user) = user else {
+        if uid.is_some() || !groups.is_empty() || !extra.is_empty() {
+            return Err(Box::new(Status::new(
+                500,
+                "InternalError",
+                "Internal error occurred: requested impersonation of groups, uid or extra without impersonating a user",
+            )
+            .with_details(json!({"causes": [{"message": "requested impersonation without impersonating a user"}]}))));
+        }
+        return Ok(None);
+    };
+    let check =
+        |resource: &str, name: &str, subresource: Option<&str>| -> Result<(), Box<Status>> {
+            let info = RequestInfo::Resource(ResourceInfo {
+                path: String::new(),
+                group: String::new(),
+                version: "v1".into(),
+                namespace: None,
+                resource: resource.to_string(),
+                name: Some(name.to_string()),
+                subresource: subresource.map(str::to_string),
+                verb: "impersonate".into(),
+            });
+            // Impersonation is an administrative right: never for anonymous or RBAC-less users.
+            if requester.is_anonymous() || !authorized(state, requester, &info) {
+                return Err(Box::new(forbidden(requester, &info)));
+            }
+            Ok(())
+        };
+    check("users", &user, None)?;
+    for g in &groups {
+        check("groups", g, None)?;
+    }
+    if let Some(u) = &uid {
+        check("uids", u, None)?;
+    }
+    for (key, vals) in &extra {
+        for v in vals {
+            check("userextras", v, Some(key))?;
+        }
+    }
+    let mut target = Identity {
+        user: user.clone(),
+        uid: uid.unwrap_or_default(),
+        groups,
+        extra,
+    };
+    let marker = if user == "system:anonymous" {
+        "system:unauthenticated"
+    } else {
+        "system:authenticated"
+    };
+    if !target.groups.iter().any(|g| g == marker) {
+        target.groups.push(marker.to_string());
+    }
+    Ok(Some(target))
+}
+
+/// One audit record's facts.
+struct AuditEntry<'a> {
+    audit_id: &'a str,
+    info: &'a RequestInfo,
+    path: &'a str,
+    identity: Option<&'a Identity>,
+    impersonated: Option<&'a Identity>,
     peer: SocketAddr,
     code: u16,
-) {
+}
+
+fn audit(state: &State, e: AuditEntry<'_>) {
+    let AuditEntry {
+        audit_id,
+        info,
+        path,
+        identity,
+        impersonated,
+        peer,
+        code,
+    } = e;
     let Some(file) = &state.audit else { return };
     let verb = match info {
         RequestInfo::NonResource { verb, .. } => verb.as_str(),
@@ -461,6 +656,7 @@ fn audit(
         "user": identity.map(|i| i.user.as_str()),
         "uid": identity.map(|i| i.uid.as_str()),
         "groups": identity.map(|i| i.groups.clone()).unwrap_or_default(),
+        "impersonatedUser": impersonated.map(|i| json!({"username": i.user, "groups": i.groups})),
         "sourceAddress": peer.to_string(),
         "code": code,
     });
@@ -666,7 +862,12 @@ async fn serve_non_resource(
             } else {
                 Some(etcd_healthy(&state.etcd_servers).await)
             };
-            health(parts[0], rest, req.uri().query(), etcd)
+            // Only readiness reports the shutdown in progress.
+            let shutting_down = parts[0] == "readyz"
+                && state
+                    .shutting_down
+                    .load(std::sync::atomic::Ordering::SeqCst);
+            health(parts[0], rest, req.uri().query(), etcd, shutting_down)
         }
         ["openapi", "v3", rest @ ..] => openapi(state, &rest.join("/"), req),
         _ => text_not_found(),
@@ -702,12 +903,18 @@ async fn etcd_healthy(endpoints: &[String]) -> bool {
 /// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
 /// result where the endpoint includes it. Like kube-apiserver, a failing endpoint answers
 /// 500 with the full check list and the reason withheld.
-fn health(endpoint: &str, rest: &[&str], query: Option<&str>, etcd: Option<bool>) -> LabResponse {
+fn health(
+    endpoint: &str,
+    rest: &[&str],
+    query: Option<&str>,
+    etcd: Option<bool>,
+    shutting_down: bool,
+) -> LabResponse {
     let mut checks: Vec<(&str, bool)> = vec![("ping", true), ("log", true)];
     if let Some(ok) = etcd {
         checks.push(("etcd", ok));
     }
-    checks.push(("shutdown", true));
+    checks.push(("shutdown", !shutting_down));
     match rest {
         [] => {
             let verbose = query.is_some_and(|q| {
@@ -950,6 +1157,12 @@ async fn serve_resource(
     {
         return self_subject_review(id, &meta.api_version(), req, pretty).await;
     }
+    if meta.group == "authorization.k8s.io"
+        && meta.resource == "selfsubjectaccessreviews"
+        && info.subresource.is_none()
+    {
+        return self_subject_access_review(state, id, &meta.api_version(), req, pretty).await;
+    }
     let request = ResourceRequest {
         meta,
         verb: info.lab_verb(),
@@ -959,6 +1172,67 @@ async fn serve_resource(
         identity: id.clone(),
     };
     state.handler.handle(request, req).await
+}
+
+/// `POST .../selfsubjectaccessreviews` (`kubectl auth can-i`): answered by the lab's own
+/// authorizer, never stored.
+async fn self_subject_access_review(
+    state: &State,
+    id: &Identity,
+    api_version: &str,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Status::new(400, "BadRequest", format!("reading request body: {e}"))
+                .response_with(pretty);
+        }
+    };
+    let attrs = match super::review::parse(&content_type, &body) {
+        Ok(a) => a,
+        Err(e) => return Status::new(400, "BadRequest", e.to_string()).response_with(pretty),
+    };
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let info = match &attrs {
+        super::review::Attributes::Resource {
+            namespace,
+            verb,
+            group,
+            version,
+            resource,
+            subresource,
+            name,
+        } => RequestInfo::Resource(ResourceInfo {
+            path: String::new(),
+            group: group.clone(),
+            version: version.clone(),
+            namespace: some(namespace),
+            resource: resource.clone(),
+            name: some(name),
+            subresource: some(subresource),
+            verb: verb.clone(),
+        }),
+        super::review::Attributes::NonResource { path, verb } => RequestInfo::NonResource {
+            path: path.clone(),
+            verb: verb.clone(),
+        },
+    };
+    let review = json!({
+        "kind": "SelfSubjectAccessReview",
+        "apiVersion": api_version,
+        "metadata": {"creationTimestamp": rfc3339(SystemTime::now())},
+        "spec": attrs.spec(),
+        "status": {"allowed": authorized(state, id, &info)},
+    });
+    json_response(http::StatusCode::CREATED, json_bytes(&review, pretty))
 }
 
 /// `POST .../selfsubjectreviews`: the caller's identity, as `kubectl auth whoami` reads it.
