@@ -1593,3 +1593,55 @@ fn impersonation_as_kube_apiserver_applies_it() {
         serde_json::json!(["ops", "system:authenticated"])
     );
 }
+
+#[test]
+fn serving_certificate_reloads_in_place() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    assert_eq!(
+        curl(&lab, "admin", true, "GET", "/version", &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Rotate to a certificate from another CA, written over the same files (as kubeadm
+    // renewals do); new connections get it without a restart.
+    let new_ca = Ca::new("lab-server-ca-2").unwrap();
+    let d = pki.dir.path();
+    new_ca.write_cert(d, "server-ca-2").unwrap();
+    new_ca
+        .server(
+            "lab-apiserver",
+            &["127.0.0.1".parse().unwrap()],
+            &["localhost"],
+        )
+        .unwrap()
+        .write(d, "server")
+        .unwrap();
+    let with_ca = |ca: &str| {
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(pki.path(ca))
+            .arg("--cert")
+            .arg(pki.path("admin.crt"))
+            .arg("--key")
+            .arg(pki.path("admin.key"))
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap()
+    };
+    eventually("the new serving certificate", || {
+        let out = with_ca("server-ca-2.crt");
+        if out.status.success() && out.stdout == b"200" {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert!(
+        !with_ca("server-ca.crt").status.success(),
+        "old CA still verifies the server"
+    );
+}

@@ -154,27 +154,91 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     })
 }
 
+/// Reads a PEM certificate chain and key into a rustls certified key, checking they match.
+fn load_certified_key(
+    cert_file: &PathBuf,
+    key_file: &PathBuf,
+) -> Result<rustls::sign::CertifiedKey, ServerError> {
+    let cert_pem = read_file(cert_file)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Pem {
+            path: cert_file.clone(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::Pem {
+            path: cert_file.clone(),
+            why: "no certificate".into(),
+        });
+    }
+    let key_pem = read_file(key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
+        path: key_file.clone(),
+        why: e.to_string(),
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+/// The serving certificate, re-read when its files change (kube-apiserver reloads
+/// `--tls-cert-file`/`--tls-private-key-file` in place). A half-written or mismatched pair
+/// keeps the previous certificate.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: parking_lot::Mutex<(FileStamps, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// (modified time, length) of the certificate and key files.
+type FileStamps = Option<[(SystemTime, u64); 2]>;
+
+fn stamps(cert: &PathBuf, key: &PathBuf) -> FileStamps {
+    let one = |p: &PathBuf| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    Some([one(cert)?, one(key)?])
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let now = stamps(&self.cert_file, &self.key_file);
+        let mut current = self.current.lock();
+        if now.is_some() && now != current.0 {
+            match load_certified_key(&self.cert_file, &self.key_file) {
+                Ok(k) => {
+                    tracing::info!(file = %self.cert_file.display(), "serving certificate reloaded");
+                    *current = (now, Arc::new(k));
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous serving certificate"),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
 fn tls_config(
     cfg: &ServerConfig,
     authn: &Authenticator,
 ) -> Result<rustls::ServerConfig, ServerError> {
-    let cert_pem = read_file(&cfg.tls_cert_file)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Pem {
-            path: cfg.tls_cert_file.clone(),
-            why: e.to_string(),
-        })?;
-    let key_pem = read_file(&cfg.tls_private_key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
-        path: cfg.tls_private_key_file.clone(),
-        why: e.to_string(),
-    })?;
+    let first_stamps = stamps(&cfg.tls_cert_file, &cfg.tls_private_key_file);
+    let certified = load_certified_key(&cfg.tls_cert_file, &cfg.tls_private_key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(authn.tls_verifier()?)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(ReloadingCert {
+            cert_file: cfg.tls_cert_file.clone(),
+            key_file: cfg.tls_private_key_file.clone(),
+            current: parking_lot::Mutex::new((first_stamps, Arc::new(certified))),
+        }));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
