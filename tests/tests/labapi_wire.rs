@@ -1279,6 +1279,12 @@ fn bad_input_gets_kube_shaped_answers() {
     let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
     assert_eq!(r.status, 405);
     assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    for method in ["POST", "DELETE"] {
+        let r = call(method, "/api/v1/configmaps", Some(b"{}"));
+        assert_eq!(r.status, 405, "{method}");
+    }
+    assert_eq!(call("GET", "/api/v1/configmaps", None).status, 200);
 
     // A subresource the resource does not have, a cluster-scoped resource in a namespace,
     // a resource of another group: the JSON 404.

@@ -1190,6 +1190,10 @@ async fn serve_resource(
     if meta.namespaced && namespace.is_none() && info.name.is_some() {
         return not_found();
     }
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    if meta.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Status::method_not_allowed().response_with(pretty);
+    }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
         Some(sub) => {
