@@ -2,10 +2,13 @@
 //! temporary data dir with free loopback client and peer ports; killed (and its data dir
 //! removed) on drop, also on panic.
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::netns::Netns;
 
 /// Why an etcd could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum EtcdError {
     },
 }
 
-/// A running single-member etcd on loopback.
+/// A running single-member etcd (on loopback, or on an address in a lab namespace).
 #[derive(Debug)]
 pub struct Etcd {
     child: Child,
@@ -45,12 +48,12 @@ fn free_port() -> Result<u16, EtcdError> {
     Ok(l.local_addr().map_err(EtcdError::Port)?.port())
 }
 
-fn healthy(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
         .is_err()
     {
         return false;
@@ -60,12 +63,14 @@ fn healthy(port: u16) -> bool {
     out.contains("\"health\":\"true\"")
 }
 
+fn url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
 impl Etcd {
-    /// Start etcd and wait (with [`crate::eventually::patience`]) until `/health` is true.
+    /// Start etcd on loopback (free ports) and wait (with [`crate::eventually::patience`])
+    /// until `/health` is true.
     pub fn start() -> Result<Etcd, EtcdError> {
-        let binary = std::env::var_os("MVP_ETCD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
         let dir = tempfile::Builder::new()
             .prefix("mvp-etcd-")
             .tempdir()
@@ -75,15 +80,63 @@ impl Etcd {
         while peer == client {
             peer = free_port()?;
         }
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        Self::launch(
+            None,
+            dir,
+            SocketAddr::new(lo, client),
+            SocketAddr::new(lo, peer),
+        )
+    }
+
+    /// Start etcd inside network namespace `ns`, serving clients on `addr:2379` (and on
+    /// the namespace's loopback), with its data dir under `parent` — for a lab whose nodes
+    /// live in other namespaces on the same segment. The process gets its own process
+    /// group, so a terminal's Ctrl-C reaches only the owner, which stops it in order.
+    pub fn start_in(ns: &Netns, addr: IpAddr, parent: &Path) -> Result<Etcd, EtcdError> {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-")
+            .tempdir_in(parent)
+            .map_err(EtcdError::TempDir)?;
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        Self::launch(
+            Some(ns),
+            dir,
+            SocketAddr::new(addr, 2379),
+            SocketAddr::new(lo, 2380),
+        )
+    }
+
+    fn launch(
+        ns: Option<&Netns>,
+        dir: tempfile::TempDir,
+        client: SocketAddr,
+        peer: SocketAddr,
+    ) -> Result<Etcd, EtcdError> {
+        let binary = std::env::var_os("MVP_ETCD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+        let endpoint = url(client);
+        let mut listen = endpoint.clone();
+        if !client.ip().is_loopback() {
+            listen.push_str(&format!(",http://127.0.0.1:{}", client.port()));
+        }
+        let peer_url = url(peer);
         let log_path = dir.path().join("etcd.log");
         let log = std::fs::File::create(&log_path).map_err(EtcdError::TempDir)?;
         let log2 = log.try_clone().map_err(EtcdError::TempDir)?;
-        let child = Command::new(&binary)
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = ns.command(&binary);
+                c.process_group(0);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = cmd
             .arg("--name=lab")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--listen-client-urls={listen}"))
             .arg(format!("--advertise-client-urls={endpoint}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
@@ -104,6 +157,10 @@ impl Etcd {
             endpoint,
             dir,
         };
+        let check = || match ns {
+            Some(ns) => ns.try_run(|| healthy(client)).unwrap_or(false),
+            None => healthy(client),
+        };
         let patience = crate::eventually::patience();
         let deadline = std::time::Instant::now() + patience;
         let mut delay = Duration::from_millis(20);
@@ -114,7 +171,7 @@ impl Etcd {
                     log: etcd.log(),
                 });
             }
-            if healthy(client) {
+            if check() {
                 return Ok(etcd);
             }
             if std::time::Instant::now() >= deadline {
@@ -127,6 +184,16 @@ impl Etcd {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The etcd log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.

@@ -420,6 +420,45 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
             .success()
     );
 
+    // Client-side apply: create, then a three-way strategic merge patch.
+    let mut applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "csa", "namespace": "e2e"}, "data": {"x": "1", "y": "2"}});
+    let out = lab.ok(0, &["apply", "-f", "-"], Some(&applied.to_string()))?;
+    assert_eq!(out.trim(), "configmap/csa created");
+    applied["data"] = json!({"x": "3"});
+    let out = lab.ok(1, &["apply", "-f", "-"], Some(&applied.to_string()))?;
+    assert_eq!(out.trim(), "configmap/csa configured");
+    let got = lab.json(0, &["get", "configmap", "csa", "-n", "e2e"])?;
+    assert_eq!(
+        got["data"],
+        json!({"x": "3"}),
+        "y removed by the three-way merge"
+    );
+
+    // kubectl run (a JSON body).
+    let out = lab.ok(
+        0,
+        &[
+            "run",
+            "runp",
+            "-n",
+            "e2e",
+            "--image=busybox:1.36",
+            "--env=K=V",
+            "--",
+            "sleep",
+            "3600",
+        ],
+        None,
+    )?;
+    assert_eq!(out.trim(), "pod/runp created");
+    let p = lab.json(1, &["get", "pod", "runp", "-n", "e2e"])?;
+    assert_eq!(p["spec"]["containers"][0]["args"], json!(["sleep", "3600"]));
+    assert_eq!(p["status"]["phase"], "Pending");
+
+    // Access reviews are computed, not stored.
+    let out = lab.ok(0, &["auth", "can-i", "delete", "pods", "-n", "e2e"], None)?;
+    assert_eq!(out.trim(), "yes");
+
     // Logs of a pod.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "e2e"},
         "spec": {"containers": [{"name": "c", "image": "pause"}]}});

@@ -11,8 +11,12 @@
 //! - SPDY/3.1 with `X-Stream-Protocol-Version` v5…v2 ([`spdy`]); kubectl falls back to it,
 //!   and `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false` forces it.
 //!
-//! The HTTP server must serve connections with upgrades enabled (hyper
-//! `serve_connection_with_upgrades` / `http1::Builder::serve_connection(..).with_upgrades()`).
+//! Contract with the layers around it:
+//! - the store calls [`serve`] for `Verb::Connect` on `pods/exec` / `pods/attach` after
+//!   checking that the pod (and the named container) exists;
+//! - the HTTP server serves connections with upgrades enabled (hyper
+//!   `serve_connection_with_upgrades`) and writes the audit entry (code 101 for a session);
+//! - the caller's [`Identity`] reaches the container: `whoami` / `lab-identity` print it.
 use std::time::Duration;
 
 use super::status::Status;
@@ -28,7 +32,7 @@ pub use container::{Container, ExitCode, Output};
 pub(crate) const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SPDY clients have to create their streams (kube-apiserver: 30 s).
 pub(crate) const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
-/// A session with no frame at all for this long is dropped (kubectl pings every 5 s).
+/// A session with no frame or message at all for this long is dropped (client pings count).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// After the container exited: how long to wait for the client to hang up.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -175,11 +179,12 @@ pub async fn serve(
         identity: req.identity.clone(),
     };
     if http.version() != http::Version::HTTP_11 && http.version() != http::Version::HTTP_10 {
-        // No HTTP/1.1 Upgrade over HTTP/2; clients retry the upgrade over HTTP/1.1.
+        // Upgrade is HTTP/1.1 only; kubectl opens exec/attach connections with HTTP/1.1.
         return upgrade_required();
     }
     let upgrade = header_str(&http, http::header::UPGRADE).to_ascii_lowercase();
     let container = Container::new(&opts, &session.identity);
+    // tests/labapi_exec.rs reads `upgrade=` from this line to tell WebSocket from SPDY.
     tracing::info!(
         namespace = %session.namespace,
         pod = %session.pod,

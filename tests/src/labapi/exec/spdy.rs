@@ -717,8 +717,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         for f in frames {
             self.codec.encode(f, &mut out)?;
         }
-        self.wr.write_all(&out).await?;
-        self.wr.flush().await?;
+        let write = async {
+            self.wr.write_all(&out).await?;
+            self.wr.flush().await
+        };
+        tokio::time::timeout(IDLE_TIMEOUT, write)
+            .await
+            .map_err(|_| ExecError::Timeout("writing to the SPDY client"))??;
         Ok(())
     }
 }
@@ -973,6 +978,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn dictionary_is_the_spdy3_one() {
@@ -1063,5 +1069,161 @@ mod tests {
         // SETTINGS count lies.
         let mut b = BytesMut::from(&b"\x80\x03\x00\x04\x00\x00\x00\x04\x00\x00\x10\x00"[..]);
         assert!(c.decode(&mut b).is_err());
+    }
+
+    /// A client end built on the same codec, for driving [`run`] over a pipe.
+    struct Client {
+        io: tokio::io::DuplexStream,
+        codec: Codec,
+        buf: BytesMut,
+    }
+
+    impl Client {
+        async fn send(&mut self, frame: Frame) {
+            let mut out = Vec::new();
+            self.codec.encode(&frame, &mut out).unwrap();
+            self.io.write_all(&out).await.unwrap();
+        }
+
+        async fn recv(&mut self) -> Option<Frame> {
+            let patience = crate::eventually::patience();
+            loop {
+                if let Some(f) = self.codec.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                let n = tokio::time::timeout(patience, self.io.read_buf(&mut self.buf))
+                    .await
+                    .expect("the server answers")
+                    .unwrap();
+                if n == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn syn(stream_id: u32, kind: &str) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![("streamType".into(), kind.into())],
+        }
+    }
+
+    fn data(stream_id: u32, flags: u8, bytes: &'static [u8]) -> Frame {
+        Frame::Data {
+            stream_id,
+            flags,
+            data: Bytes::from_static(bytes),
+        }
+    }
+
+    #[tokio::test]
+    async fn tty_session_with_early_stdin_pings_and_half_close() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let opts = ExecOptions {
+            command: vec!["cat".into()],
+            stdin: true,
+            stdout: true,
+            tty: true,
+            ..Default::default()
+        };
+        let container = Container::new(&opts, &crate::labapi::types::Identity::default());
+        let session = tokio::spawn(run(server, Protocol::V4, opts, container));
+        let mut c = Client {
+            io: client,
+            codec: Codec::new().unwrap(),
+            buf: BytesMut::new(),
+        };
+        let reply = |id| Frame::SynReply {
+            stream_id: id,
+            flags: 0,
+            headers: vec![],
+        };
+        c.send(syn(1, "error")).await;
+        assert_eq!(c.recv().await, Some(reply(1)));
+        c.send(syn(3, "stdin")).await;
+        assert_eq!(c.recv().await, Some(reply(3)));
+        // Stdin before stdout and resize exist is kept until the container starts.
+        c.send(data(3, 0, b"early ")).await;
+        c.send(syn(5, "stdout")).await;
+        assert_eq!(c.recv().await, Some(reply(5)));
+        // An unknown stream type is refused, the session goes on.
+        c.send(syn(7, "bogus")).await;
+        assert_eq!(
+            c.recv().await,
+            Some(Frame::RstStream {
+                stream_id: 7,
+                status: RST_REFUSED_STREAM
+            })
+        );
+        c.send(syn(9, "resize")).await;
+        assert_eq!(c.recv().await, Some(reply(9)));
+        assert_eq!(c.recv().await, Some(data(5, 0, b"early ")));
+        c.send(data(9, 0, br#"{"Width":80,"Height":24}"#)).await;
+        c.send(Frame::Ping { id: 1 }).await;
+        assert_eq!(c.recv().await, Some(Frame::Ping { id: 1 }));
+        c.send(data(3, FLAG_FIN, b"late")).await;
+        assert_eq!(c.recv().await, Some(data(5, 0, b"late")));
+        assert_eq!(
+            c.recv().await,
+            Some(data(1, 0, br#"{"metadata":{},"status":"Success"}"#))
+        );
+        // Every server half is FINed, the error stream last.
+        for id in [3, 5, 9, 1] {
+            assert_eq!(c.recv().await, Some(data(id, FLAG_FIN, b"")));
+        }
+        drop(c);
+        session.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn v2_reports_failure_as_text_and_success_as_nothing() {
+        for (command, status) in [
+            ("false", &b"command terminated with non-zero exit code: error executing command [false], exit code 1"[..]),
+            ("true", &b""[..]),
+        ] {
+            let (client, server) = tokio::io::duplex(1 << 16);
+            let opts = ExecOptions {
+                command: vec![command.into()],
+                stdout: true,
+                ..Default::default()
+            };
+            let container = Container::new(&opts, &crate::labapi::types::Identity::default());
+            let session = tokio::spawn(run(server, Protocol::V2, opts, container));
+            let mut c = Client {
+                io: client,
+                codec: Codec::new().unwrap(),
+                buf: BytesMut::new(),
+            };
+            c.send(syn(1, "error")).await;
+            c.send(syn(3, "stdout")).await;
+            let mut got = Vec::new();
+            while let Some(f) = c.recv().await {
+                let done = f == data(1, FLAG_FIN, b"");
+                got.push(f);
+                if done {
+                    break;
+                }
+            }
+            let mut want = vec![
+                Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] },
+                Frame::SynReply { stream_id: 3, flags: 0, headers: vec![] },
+            ];
+            if !status.is_empty() {
+                want.push(Frame::Data {
+                    stream_id: 1,
+                    flags: 0,
+                    data: Bytes::copy_from_slice(status),
+                });
+            }
+            want.push(data(3, FLAG_FIN, b""));
+            want.push(data(1, FLAG_FIN, b""));
+            assert_eq!(got, want, "{command}");
+            drop(c);
+            session.await.unwrap().unwrap();
+        }
     }
 }

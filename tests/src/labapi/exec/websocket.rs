@@ -239,11 +239,13 @@ where
 {
     for output in outputs {
         match output {
-            Output::Stdout(data) if opts.stdout => ws.send(encode(protocol, STDOUT, &data)).await?,
+            Output::Stdout(data) if opts.stdout => {
+                send(ws, encode(protocol, STDOUT, &data)).await?
+            }
             Output::Stdout(_) => {}
             Output::Exit(code) => {
                 let status = exit_status_json(code, container.command());
-                ws.send(encode(protocol, ERROR, &status)).await?;
+                send(ws, encode(protocol, ERROR, &status)).await?;
                 return Ok(true);
             }
         }
@@ -251,28 +253,43 @@ where
     Ok(false)
 }
 
+/// Send one message; a client that stops reading cannot hold the session forever.
+async fn send<S>(ws: &mut WebSocketStream<S>, msg: Message) -> Result<(), ExecError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(IDLE_TIMEOUT, ws.send(msg))
+        .await
+        .map_err(|_| ExecError::Timeout("writing to the websocket client"))??;
+    Ok(())
+}
+
 /// Close with 1000 and wait (bounded) for the client's close, so nothing in flight is lost.
 async fn finish<S>(mut ws: WebSocketStream<S>) -> Result<(), ExecError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }))
-    .await?;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await?;
         while let Some(msg) = ws.next().await {
             if msg.is_err() {
                 break;
             }
         }
+        Ok::<_, ExecError>(())
     })
     .await;
-    if drained.is_err() {
-        tracing::debug!("lab exec: websocket client did not close in time; dropping");
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::debug!("lab exec: websocket client did not close in time; dropping");
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]

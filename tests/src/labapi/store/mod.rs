@@ -41,7 +41,9 @@
 //! `status` and `scale` subresources, `pods/log` (`follow`, `tailLines`, `container`),
 //! `pods/exec|attach` (handed to the exec module), `?dryRun=All`, Table and
 //! PartialObjectMetadata output, YAML, `?pretty` / curl-style pretty printing, and the
-//! protobuf request bodies of kubectl's generators (see `proto`).
+//! protobuf request bodies of kubectl's generators (see `proto.rs`). Create-only review
+//! resources (access, rules, token reviews) are computed and never stored. Bodies are
+//! checked for the JSON types the store relies on (400 like kube's unmarshal errors).
 //!
 //! # Accepted differences from kube-apiserver
 //! - No field conversion between versions of one resource (see Values); no defaulting
@@ -52,17 +54,19 @@
 //!   configuration (no field ownership: fields dropped from a configuration stay, no
 //!   conflicts between managers).
 //! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
-//! - Tables have generic columns (Name, Age; Status for pods and namespaces) instead of
-//!   kube's per-type printers.
+//! - Tables: pods and namespaces print kube's columns; other resources get Name and Age
+//!   instead of kube's per-type printers (restarts print without "(5m ago)").
 //! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
 //!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
 //!   ServiceAccount; other kinds get 415.
 //! - Deletion is immediate (no graceful pod termination, no `Terminating` namespace phase;
 //!   the namespace's content is deleted synchronously); no garbage collection of dependents.
 //! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
-//!   `limit` always paginate, bookmarks carry the last revision this watch saw, and a
-//!   resourceVersion newer than etcd's waits (watch) or answers 504 (list).
+//!   `limit` always paginate, and a resourceVersion newer than etcd's waits (watch) or
+//!   answers 504 (list).
 //! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
+//! - Access reviews answer `allowed: true` for any non-anonymous subject: the store does
+//!   not evaluate RBAC (the HTTP layer's authorization decides what reaches it).
 #![allow(
     clippy::result_large_err,
     reason = "a Status error is the cold path that becomes the HTTP response; boxing it buys nothing"
@@ -70,9 +74,11 @@
 
 mod error;
 mod format;
+mod object;
 mod patch;
 mod proto;
 mod query;
+mod request;
 mod table;
 mod util;
 mod watch;
@@ -91,6 +97,8 @@ pub use query::{ContinueToken, FieldSelector, LabelSelector, Query};
 
 use super::status::{Status, qualified};
 use super::types::{LabResponse, ResourceHandler, ResourceMeta, ResourceRequest, Verb};
+use object::*;
+use request::*;
 
 /// Largest request body accepted (kube-apiserver's limit for JSON bodies is 3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -241,6 +249,10 @@ impl Store {
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
+            (Verb::Create, None) if is_virtual(&req.meta) => match read_body(http).await {
+                Ok((parts, body)) => review(&req, &parts, &body),
+                Err(s) => Err(s),
+            },
             (Verb::Create, None) => match read_body(http).await {
                 Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
                 Err(s) => Err(s),
@@ -525,6 +537,7 @@ impl Store {
                         "error decoding YAML: the apply configuration is not an object",
                     ));
                 }
+                check_shape(&meta.kind, &meta.resource, &v)?;
                 v
             } else {
                 serde_json::from_slice::<Value>(body).map_err(|e| {
@@ -578,6 +591,7 @@ impl Store {
                     Change::Put(o) => o.clone(),
                     Change::Patch(kind, p) => kind.apply(base.clone(), p)?,
                 };
+                check_shape(&meta.kind, &meta.resource, &next)?;
                 // Precondition: a resourceVersion in the new object must match.
                 let precondition = match next.pointer("/metadata/resourceVersion") {
                     Some(Value::String(s)) if !s.is_empty() => {
@@ -598,7 +612,7 @@ impl Store {
                     Some("scale") => {
                         let replicas = next.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
                         let mut o = cur.clone();
-                        o["spec"]["replicas"] = replicas;
+                        object_field(&mut o, "spec").insert("replicas".into(), replicas);
                         Ok(o)
                     }
                     _ => {
@@ -659,6 +673,7 @@ impl Store {
                     "the object must be a JSON object",
                 ));
             }
+            check_shape(&meta.kind, &meta.resource, &next)?;
             carry_system_fields(meta, &cur.obj, &mut next, name);
             validate(meta, name, &next)?;
             validate_update(meta, name, &cur.obj, &next)?;
@@ -836,7 +851,7 @@ impl Store {
                     o["metadata"]["generation"] = json!(g + 1);
                 }
                 if meta.resource == "namespaces" {
-                    o["status"]["phase"] = json!("Terminating");
+                    object_field(&mut o, "status").insert("phase".into(), json!("Terminating"));
                 }
                 set_type(meta, &mut o);
                 return Ok((200, canonical(o)));
@@ -1065,698 +1080,6 @@ impl Store {
         }
         super::exec::serve(req, http).await
     }
-}
-
-/// kube-apiserver's container check for pods/exec and pods/attach.
-fn check_container(pod: &Value, pod_name: &str, container: Option<&str>) -> ApiResult<()> {
-    let names = |field: &str| -> Vec<String> {
-        pod["spec"][field]
-            .as_array()
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| c["name"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = names("containers");
-    match container.filter(|c| !c.is_empty()) {
-        None if containers.len() > 1 => Err(Status::new(
-            400,
-            "BadRequest",
-            format!(
-                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
-                containers.join(" ")
-            ),
-        )),
-        None => Ok(()),
-        Some(c)
-            if containers.iter().any(|n| n == c)
-                || names("initContainers").iter().any(|n| n == c)
-                || names("ephemeralContainers").iter().any(|n| n == c) =>
-        {
-            Ok(())
-        }
-        Some(c) => Err(Status::new(
-            400,
-            "BadRequest",
-            format!("container {c} is not valid for pod {pod_name}"),
-        )),
-    }
-}
-
-/// The operations of a write transaction: none for a dry run (only the condition is
-/// evaluated, nothing is written, the revision does not move).
-fn ops(dry_run: bool, op: TxnOp) -> Vec<TxnOp> {
-    if dry_run { vec![] } else { vec![op] }
-}
-
-/// Patch formats by Content-Type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PatchKind {
-    Merge,
-    Strategic,
-    Json,
-    Apply,
-}
-
-impl PatchKind {
-    fn from_headers(h: &http::HeaderMap) -> ApiResult<PatchKind> {
-        let ct = h
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match ct.as_str() {
-            "application/merge-patch+json" => Ok(PatchKind::Merge),
-            "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
-            "application/json-patch+json" => Ok(PatchKind::Json),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Ok(PatchKind::Apply),
-            _ => Err(unsupported_media()),
-        }
-    }
-
-    fn apply(self, mut base: Value, p: &Value) -> ApiResult<Value> {
-        let unprocessable = |e: PatchError| {
-            Status::new(
-                422,
-                "Invalid",
-                format!("the server rejected our request due to an error in our request: {e}"),
-            )
-            .with_details(json!({}))
-        };
-        match self {
-            PatchKind::Merge => merge_patch(&mut base, p),
-            PatchKind::Strategic => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
-            PatchKind::Json => json_patch(&mut base, p).map_err(unprocessable)?,
-            // Server-side apply, approximated: the configuration is merged like a strategic
-            // merge patch (no field ownership, so fields dropped from the configuration are
-            // not removed and there are no conflicts between managers).
-            PatchKind::Apply => strategic_merge_patch(&mut base, p).map_err(unprocessable)?,
-        }
-        Ok(base)
-    }
-}
-
-fn unsupported_media() -> Status {
-    Status::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_details(json!({}))
-}
-
-async fn read_body(
-    http: http::Request<hyper::body::Incoming>,
-) -> ApiResult<(http::request::Parts, Bytes)> {
-    let (parts, body) = http.into_parts();
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match limited.collect().await {
-        Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {MAX_BODY}"),
-        )),
-        Err(e) => Err(Status::new(
-            400,
-            "BadRequest",
-            format!("reading the request body: {e}"),
-        )),
-    }
-}
-
-/// Parse a request body into an object of this resource (JSON or YAML).
-fn decode_body(
-    parts: &http::request::Parts,
-    body: &Bytes,
-    meta: &ResourceMeta,
-) -> ApiResult<Value> {
-    let ct = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let v: Value = match ct.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
-            Status::new(
-                400,
-                "BadRequest",
-                format!("couldn't get version/kind; json parse error: {e}"),
-            )
-        })?,
-        "application/yaml" => serde_yaml::from_slice(body).map_err(|e| {
-            Status::new(
-                400,
-                "BadRequest",
-                format!("couldn't get version/kind; yaml parse error: {e}"),
-            )
-        })?,
-        "application/vnd.kubernetes.protobuf" => match proto::decode(body) {
-            Ok(v) => v,
-            Err(proto::ProtoError::UnsupportedKind(k)) => {
-                tracing::info!(kind = %k, "lab store: protobuf body of a kind it cannot decode");
-                return Err(unsupported_media());
-            }
-            Err(e) => return Err(Status::new(400, "BadRequest", e.to_string())),
-        },
-        _ => return Err(unsupported_media()),
-    };
-    if !v.is_object() {
-        return Err(Status::new(
-            400,
-            "BadRequest",
-            "couldn't get version/kind; json parse error: the body is not a JSON object",
-        ));
-    }
-    if let Some(av) = v.get("apiVersion").and_then(Value::as_str)
-        && av != meta.api_version()
-        && !(meta.resource == "scale" || av == "autoscaling/v1")
-    {
-        return Err(Status::new(
-            400,
-            "BadRequest",
-            format!(
-                "the API version in the data ({av}) does not match the expected API version ({})",
-                meta.api_version()
-            ),
-        ));
-    }
-    Ok(v)
-}
-
-fn required_name(req: &ResourceRequest) -> ApiResult<&str> {
-    req.name.as_deref().ok_or_else(|| {
-        Status::new(405, "MethodNotAllowed", "a resource name is required").with_details(json!({}))
-    })
-}
-
-fn namespaces_meta() -> ResourceMeta {
-    ResourceMeta {
-        group: String::new(),
-        version: "v1".into(),
-        resource: "namespaces".into(),
-        singular: "namespace".into(),
-        kind: "Namespace".into(),
-        namespaced: false,
-        verbs: vec![],
-        subresources: vec!["status".into(), "finalize".into()],
-    }
-}
-
-/// `details` as kube writes them: name, group (non-core), kind = resource.
-fn details(meta: &ResourceMeta, name: &str) -> Value {
-    let mut d = Map::new();
-    d.insert("name".into(), json!(name));
-    if !meta.group.is_empty() {
-        d.insert("group".into(), json!(meta.group));
-    }
-    d.insert("kind".into(), json!(meta.resource));
-    Value::Object(d)
-}
-
-fn not_found(meta: &ResourceMeta, name: &str) -> Status {
-    Status::not_found(&meta.group, &meta.resource, name)
-}
-
-fn conflict(meta: &ResourceMeta, name: &str) -> Status {
-    conflict_msg(
-        meta,
-        name,
-        "the object has been modified; please apply your changes to the latest version and try again",
-    )
-}
-
-fn conflict_msg(meta: &ResourceMeta, name: &str, why: &str) -> Status {
-    Status::new(
-        409,
-        "Conflict",
-        format!(
-            "Operation cannot be fulfilled on {} \"{name}\": {why}",
-            qualified(&meta.group, &meta.resource)
-        ),
-    )
-    .with_details(details(meta, name))
-}
-
-fn bad_rv(v: &str) -> Status {
-    Status::new(
-        400,
-        "BadRequest",
-        format!("invalid resource version {v:?}: not a non-negative integer"),
-    )
-}
-
-/// The 410 for an expired continue token: a Status carrying a fresh (inconsistent) token.
-fn expired_continue(t: &ContinueToken) -> Value {
-    let fresh = ContinueToken::new(-1, t.start.trim_start_matches('/').to_string()).encode();
-    let mut v = Status::new(
-        410,
-        "Expired",
-        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
-    )
-    .to_value();
-    v["metadata"]["continue"] = json!(fresh);
-    v
-}
-
-/// 422 Invalid: `causes` are (field, reason, message).
-fn invalid(kind: &str, name: &str, causes: Vec<(String, &str, String)>) -> Status {
-    let parts: Vec<String> = causes.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
-    let joined = if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        format!("[{}]", parts.join(", "))
-    };
-    let mut d = Map::new();
-    if !name.is_empty() {
-        d.insert("name".into(), json!(name));
-    }
-    d.insert("kind".into(), json!(kind));
-    d.insert(
-        "causes".into(),
-        Value::Array(
-            causes
-                .iter()
-                .map(|(f, r, m)| json!({"reason": r, "message": m, "field": f}))
-                .collect(),
-        ),
-    );
-    Status::new(
-        422,
-        "Invalid",
-        format!("{kind} \"{name}\" is invalid: {joined}"),
-    )
-    .with_details(Value::Object(d))
-}
-
-/// Validation kube-apiserver would do that the lab can do generically: the name, and
-/// ConfigMap/Secret data keys.
-fn validate(meta: &ResourceMeta, name: &str, obj: &Value) -> ApiResult<()> {
-    let mut causes: Vec<(String, &str, String)> = Vec::new();
-    for p in util::name_problems(name, meta.resource == "namespaces") {
-        causes.push((
-            "metadata.name".into(),
-            "FieldValueInvalid",
-            format!("Invalid value: {name:?}: {p}"),
-        ));
-    }
-    if matches!(meta.resource.as_str(), "configmaps" | "secrets") && meta.group.is_empty() {
-        for field in ["data", "binaryData", "stringData"] {
-            if let Some(m) = obj.get(field).and_then(Value::as_object) {
-                for k in m.keys().filter(|k| !util::is_config_key(k)) {
-                    causes.push((
-                        format!("{field}[{k}]"),
-                        "FieldValueInvalid",
-                        format!("Invalid value: {k:?}: {}", util::CONFIG_KEY_MSG),
-                    ));
-                }
-            }
-        }
-    }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(invalid(&meta.kind, name, causes))
-    }
-}
-
-/// The namespace of a key relative to the prefix (see the module docs for the layout):
-/// `<resource>/<ns>/<name>` for core, `<group>/<resource>/<ns>/<name>` otherwise. Groups
-/// are recognised by a dot or as one of the built-in dotless groups.
-fn namespace_of_key(rel: &str) -> Option<&str> {
-    let segs: Vec<&str> = rel.split('/').collect();
-    let is_group =
-        |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
-    match segs.as_slice() {
-        [first, ns, _] if !is_group(first) => Some(ns),
-        [first, _, ns, _] if is_group(first) => Some(ns),
-        _ => None,
-    }
-}
-
-/// Update rules kube enforces generically enough for the lab: immutable ConfigMaps and
-/// Secrets keep their data and stay immutable.
-fn validate_update(meta: &ResourceMeta, name: &str, cur: &Value, next: &Value) -> ApiResult<()> {
-    let immutable_kind =
-        meta.group.is_empty() && matches!(meta.resource.as_str(), "configmaps" | "secrets");
-    if !immutable_kind || cur.get("immutable") != Some(&Value::Bool(true)) {
-        return Ok(());
-    }
-    const WHY: &str = "Forbidden: field is immutable when `immutable` is set";
-    let mut causes = Vec::new();
-    if next.get("immutable") != Some(&Value::Bool(true)) {
-        causes.push((
-            "immutable".to_string(),
-            "FieldValueForbidden",
-            WHY.to_string(),
-        ));
-    }
-    for field in ["data", "binaryData", "stringData"] {
-        if cur.get(field) != next.get(field) {
-            causes.push((field.to_string(), "FieldValueForbidden", WHY.to_string()));
-        }
-    }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(invalid(&meta.kind, name, causes))
-    }
-}
-
-/// Kinds whose DELETE answers with the deleted object rather than a `Status`
-/// (kube-apiserver's `ReturnDeletedObject` registries).
-fn returns_deleted_object(resource: &str) -> bool {
-    matches!(
-        resource,
-        "pods"
-            | "services"
-            | "namespaces"
-            | "persistentvolumes"
-            | "persistentvolumeclaims"
-            | "customresourcedefinitions"
-    )
-}
-
-/// Whether kube sets `metadata.generation` for this kind: anything with a `spec` except a
-/// few core kinds whose strategies don't.
-fn tracks_generation(resource: &str, obj: &Value) -> bool {
-    obj.get("spec").is_some()
-        && !matches!(
-            resource,
-            "namespaces" | "services" | "nodes" | "persistentvolumes" | "persistentvolumeclaims"
-        )
-}
-
-/// Server-populated fields of a new object.
-fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, ns: Option<&str>) {
-    let now = util::rfc3339(util::now_unix());
-    let md = obj["metadata"]
-        .as_object_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let mut m = md;
-    m.insert("name".into(), json!(name));
-    match ns {
-        Some(ns) => {
-            m.insert("namespace".into(), json!(ns));
-        }
-        None => {
-            m.shift_remove("namespace");
-        }
-    }
-    for k in [
-        "resourceVersion",
-        "selfLink",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "managedFields",
-    ] {
-        m.shift_remove(k);
-    }
-    m.insert("uid".into(), json!(util::new_uid()));
-    m.insert("creationTimestamp".into(), json!(now));
-    if tracks_generation(&meta.resource, obj) {
-        m.insert("generation".into(), json!(1));
-    } else {
-        m.shift_remove("generation");
-    }
-    obj["metadata"] = Value::Object(m);
-    if meta.group.is_empty() && meta.resource == "namespaces" {
-        obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
-        if obj.pointer("/spec/finalizers").is_none() {
-            obj["spec"]["finalizers"] = json!(["kubernetes"]);
-        }
-        obj["status"] = json!({"phase": "Active"});
-    } else if meta.group.is_empty() && meta.resource == "pods" {
-        let has_resources = obj
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.pointer("/resources/requests")
-                        .is_some_and(|r| r.as_object().is_some_and(|o| !o.is_empty()))
-                        || c.pointer("/resources/limits")
-                            .is_some_and(|r| r.as_object().is_some_and(|o| !o.is_empty()))
-                })
-            });
-        let qos = if has_resources {
-            "Burstable"
-        } else {
-            "BestEffort"
-        };
-        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
-    } else if meta.group.is_empty() && meta.resource == "secrets" {
-        if obj
-            .get("type")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            obj["type"] = json!("Opaque");
-        }
-    } else if meta.subresources.iter().any(|s| s == "status") {
-        obj["status"] = json!({});
-    }
-    *obj = canonical(std::mem::take(obj));
-}
-
-/// Keep what clients cannot change on update (uid, creationTimestamp, deletion marks,
-/// namespace/name), bump `generation` when anything outside metadata/status changed.
-fn carry_system_fields(meta: &ResourceMeta, cur: &Value, next: &mut Value, name: &str) {
-    if !next.get("metadata").is_some_and(Value::is_object) {
-        next["metadata"] = json!({});
-    }
-    let cm = cur.get("metadata").cloned().unwrap_or(json!({}));
-    {
-        let m = next["metadata"].as_object_mut().expect("metadata object");
-        m.insert("name".into(), json!(name));
-        for k in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "namespace",
-            "generation",
-        ] {
-            match cm.get(k) {
-                Some(v) => {
-                    m.insert(k.into(), v.clone());
-                }
-                None => {
-                    m.shift_remove(k);
-                }
-            }
-        }
-        m.shift_remove("resourceVersion");
-        m.shift_remove("managedFields");
-        m.shift_remove("selfLink");
-    }
-    let spec_of = |v: &Value| {
-        let mut o = v.as_object().cloned().unwrap_or_default();
-        for k in ["metadata", "status", "kind", "apiVersion"] {
-            o.shift_remove(k);
-        }
-        o
-    };
-    if let Some(g) = cm.get("generation").and_then(Value::as_i64)
-        && spec_of(cur) != spec_of(next)
-    {
-        next["metadata"]["generation"] = json!(g + 1);
-    }
-    if let Some(o) = next.as_object_mut() {
-        o.insert("kind".into(), json!(meta.kind));
-        o.insert("apiVersion".into(), json!(meta.api_version()));
-    }
-    *next = canonical(std::mem::take(next));
-}
-
-/// kind, apiVersion, metadata first; metadata fields in kube's order.
-fn canonical(obj: Value) -> Value {
-    let Value::Object(mut o) = obj else {
-        return obj;
-    };
-    let mut out = Map::new();
-    for k in ["kind", "apiVersion"] {
-        if let Some(v) = o.shift_remove(k) {
-            out.insert(k.into(), v);
-        }
-    }
-    if let Some(Value::Object(mut m)) = o.shift_remove("metadata") {
-        let mut mo = Map::new();
-        for k in [
-            "name",
-            "generateName",
-            "namespace",
-            "selfLink",
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "labels",
-            "annotations",
-            "ownerReferences",
-            "finalizers",
-            "managedFields",
-        ] {
-            if let Some(v) = m.shift_remove(k) {
-                mo.insert(k.into(), v);
-            }
-        }
-        mo.extend(m);
-        out.insert("metadata".into(), Value::Object(mo));
-    }
-    out.extend(o);
-    Value::Object(out)
-}
-
-/// The stored bytes: the object without resourceVersion.
-fn to_stored(obj: &Value) -> Vec<u8> {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.shift_remove("resourceVersion");
-    }
-    serde_json::to_vec(&o).expect("JSON values serialise")
-}
-
-/// A stored value read back as an object of the requested resource version.
-fn decode(meta: &ResourceMeta, key: &str, value: &[u8], rev: i64) -> Result<Value, StoreError> {
-    let mut v: Value = serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })?;
-    if !v.get("metadata").is_some_and(Value::is_object) {
-        return Err(StoreError::Corrupt {
-            key: key.to_string(),
-            reason: "no metadata object".into(),
-        });
-    }
-    set_rv(&mut v, rev);
-    set_type(meta, &mut v);
-    Ok(canonical(v))
-}
-
-fn set_rv(obj: &mut Value, rev: i64) {
-    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
-    let o = std::mem::take(obj);
-    *obj = canonical(o);
-}
-
-fn rv_of(obj: &Value) -> i64 {
-    obj.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Set `kind`/`apiVersion` to the requested version (no field conversion).
-fn set_type(meta: &ResourceMeta, obj: &mut Value) {
-    if let Some(o) = obj.as_object_mut() {
-        o.insert("kind".into(), json!(meta.kind));
-        o.insert("apiVersion".into(), json!(meta.api_version()));
-    }
-    let o = std::mem::take(obj);
-    *obj = canonical(o);
-}
-
-fn strip_type(obj: &mut Value) {
-    if let Some(o) = obj.as_object_mut() {
-        o.shift_remove("kind");
-        o.shift_remove("apiVersion");
-    }
-}
-
-/// The first key after every key starting with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-/// One object in the negotiated format.
-fn present_one(meta: &ResourceMeta, obj: Value, rev: i64, out: Output) -> Value {
-    match out.format {
-        Format::Table { version, include } => table::table(
-            version,
-            &meta.resource,
-            std::slice::from_ref(&obj),
-            json!({"resourceVersion": rev.to_string()}),
-            include,
-            true,
-        ),
-        Format::Metadata => partial(&obj),
-        _ => obj,
-    }
-}
-
-fn partial(obj: &Value) -> Value {
-    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-        "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
-}
-
-/// A list in the negotiated format; `objs` carry kind/apiVersion.
-fn present_list(meta: &ResourceMeta, objs: Vec<Value>, metadata: Value, out: Output) -> Value {
-    match out.format {
-        Format::Table { version, include } => {
-            table::table(version, &meta.resource, &objs, metadata, include, true)
-        }
-        Format::Metadata => {
-            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
-            "metadata": metadata, "items": objs.iter().map(partial).collect::<Vec<_>>()})
-        }
-        _ => {
-            let items: Vec<Value> = objs
-                .into_iter()
-                .map(|mut o| {
-                    strip_type(&mut o);
-                    o
-                })
-                .collect();
-            json!({"kind": format!("{}List", meta.kind), "apiVersion": meta.api_version(),
-                "metadata": metadata, "items": items})
-        }
-    }
-}
-
-/// The autoscaling/v1 Scale view of an object with `spec.replicas`.
-fn scale_of(obj: &Value) -> Value {
-    let md = obj.get("metadata").cloned().unwrap_or(json!({}));
-    let mut m = Map::new();
-    for k in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-    ] {
-        if let Some(v) = md.get(k) {
-            m.insert(k.into(), v.clone());
-        }
-    }
-    let selector = obj
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": m,
-        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
-        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //!   `mountPath`, `devicePath`, `ip`) are merged element-wise by that key; `$patch: delete`
 //!   removes an element, `$patch: replace` replaces a map, `$deleteFromPrimitiveList/<f>`
 //!   removes primitives, other `$` directives (`$setElementOrder/...`, `$retainKeys`) are
-//!   dropped. kube uses the Go struct tags of each type instead of this heuristic; lists of
-//!   primitives with a `merge` strategy (e.g. `metadata.finalizers`) are replaced here.
+//!   dropped. kube uses the Go struct tags of each type instead of this heuristic. Lists of
+//!   primitives are replaced, except `finalizers`, which are merged (a union) as kube does
+//!   for `metadata.finalizers`.
 //! - `application/json-patch+json`: RFC 6902.
 use serde_json::{Map, Value};
 
@@ -102,6 +103,13 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), Pa
                                 strategic_merge_patch(&mut fresh, pe)?;
                                 cur.push(fresh);
                             }
+                        }
+                    }
+                } else if k == "finalizers" && pl.iter().all(Value::is_string) {
+                    // `metadata.finalizers` has patchStrategy=merge: a union.
+                    for f in pl {
+                        if !cur.contains(f) {
+                            cur.push(f.clone());
                         }
                     }
                 } else {
@@ -317,6 +325,19 @@ mod tests {
             t,
             json!({"spec": {"containers": [{"name": "b", "image": "z"}, {"name": "c", "image": "w"}], "args": ["2"]}})
         );
+    }
+
+    #[test]
+    fn strategic_merges_finalizers() {
+        let mut t = json!({"metadata": {"finalizers": ["a", "b"]}});
+        strategic_merge_patch(&mut t, &json!({"metadata": {"finalizers": ["c", "a"]}})).unwrap();
+        assert_eq!(t, json!({"metadata": {"finalizers": ["a", "b", "c"]}}));
+        strategic_merge_patch(
+            &mut t,
+            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        )
+        .unwrap();
+        assert_eq!(t, json!({"metadata": {"finalizers": ["b", "c"]}}));
     }
 
     #[test]

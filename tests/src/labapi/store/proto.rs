@@ -2,7 +2,8 @@
 //! (`kubectl create namespace|configmap|secret|serviceaccount ...` use
 //! `Content-Type: application/vnd.kubernetes.protobuf`): the `k8s\0` envelope, the
 //! `runtime.Unknown` wrapper, `ObjectMeta`, and the kinds Namespace, ConfigMap, Secret and
-//! ServiceAccount (field numbers from k8s.io/api `generated.proto`). Other kinds answer 415
+//! ServiceAccount, plus SelfSubjectAccessReview (`kubectl auth can-i`; field numbers from
+//! k8s.io/api `generated.proto`). Other kinds answer 415
 //! (the caller's), malformed bytes are an error, never a panic. Not decoded: ownerReferences,
 //! managedFields, timestamps (the server sets those it needs).
 use base64::Engine;
@@ -241,6 +242,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
         ("v1", "Secret") => &[1, 2, 3, 4, 5],
         ("v1", "Namespace") => &[1, 2, 3],
         ("v1", "ServiceAccount") => &[1, 2, 3, 4],
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &[1, 2, 3],
         _ => &[],
     };
     only_known(&obj, known, &format!("{api_version}/{kind}"))?;
@@ -314,6 +316,40 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             if let Some(b) = first_bool(&obj, 4) {
                 out["automountServiceAccountToken"] = json!(b);
             }
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            // Computed, never stored: the attributes are echoed back (selectors are not).
+            let spec = fields(message(&obj, 2).unwrap_or(&[]))?;
+            let mut out_spec = Map::new();
+            if let Some(ra) = message(&spec, 1) {
+                let all = fields(ra)?;
+                let mut m = Map::new();
+                for (num, key) in [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ] {
+                    if let Some(s) = first_string(&all, num)? {
+                        m.insert(key.into(), json!(s));
+                    }
+                }
+                out_spec.insert("resourceAttributes".into(), Value::Object(m));
+            }
+            if let Some(nra) = message(&spec, 2) {
+                let all = fields(nra)?;
+                let mut m = Map::new();
+                for (num, key) in [(1, "path"), (2, "verb")] {
+                    if let Some(s) = first_string(&all, num)? {
+                        m.insert(key.into(), json!(s));
+                    }
+                }
+                out_spec.insert("nonResourceAttributes".into(), Value::Object(m));
+            }
+            out["spec"] = Value::Object(out_spec);
         }
         _ => return Err(ProtoError::UnsupportedKind(format!("{api_version}/{kind}"))),
     }

@@ -143,7 +143,12 @@ pub fn new_uid() -> String {
 /// `generateName` + 5 characters from kube's alphabet (no vowels, no confusables).
 pub fn generate_name(base: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let base = if base.len() > 58 { &base[..58] } else { base };
+    // kube keeps at most 58 bytes of the base (63 - 5); cut on a character boundary.
+    let mut cut = base.len().min(58);
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let base = &base[..cut];
     let mut rng = rand::thread_rng();
     let suffix: String = (0..5)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
@@ -223,6 +228,7 @@ mod tests {
         assert!(name_problems("cm-a.b", false).is_empty());
         assert_eq!(name_problems("Invalid_Name", false), vec![SUBDOMAIN_MSG]);
         assert!(!name_problems("a.b", true).is_empty());
+        assert_eq!(generate_name(&"é".repeat(40)).len(), 58 + 5);
         let uid = new_uid();
         assert_eq!(uid.len(), 36);
         assert_eq!(&uid[14..15], "4");

@@ -7,7 +7,8 @@
 //! - `resourceVersion=N`: changes after N; N compacted → one ERROR event (410 Expired) as
 //!   kube-apiserver sends it, then the stream ends.
 //! - `timeoutSeconds` (default 30 min) ends the stream; with `allowWatchBookmarks` a
-//!   BOOKMARK is sent 2 s before that and every minute.
+//!   BOOKMARK is sent 2 s before that and every minute, at etcd's current revision (from an
+//!   etcd watch progress request).
 //! - label/field selectors: an object moving out of the selection is a DELETED, into it an
 //!   ADDED, as kube's watch filtering does.
 use std::time::Duration;
@@ -189,30 +190,41 @@ pub async fn watch(
             .with_range(prefix_end(&base))
             .with_start_revision(start)
             .with_prev_key();
-        let mut stream = match client.watch_client().watch(base.as_str(), Some(opts)).await {
-            Ok(s) => s,
-            Err(e) => {
-                let s = Status::new(
-                    500,
-                    "InternalError",
-                    format!("Internal error occurred: etcd watch {base}: {e}"),
-                );
-                let _ = tx.send(enc.event("ERROR", &s.to_value())).await;
-                return;
-            }
-        };
+        let (mut progress, mut stream) =
+            match client.watch_client().watch(base.as_str(), Some(opts)).await {
+                Ok(s) => s.split(),
+                Err(e) => {
+                    let s = Status::new(
+                        500,
+                        "InternalError",
+                        format!("Internal error occurred: etcd watch {base}: {e}"),
+                    );
+                    let _ = tx.send(enc.event("ERROR", &s.to_value())).await;
+                    return;
+                }
+            };
         let bookmark_every = Duration::from_secs(60);
         let last_bookmark_at = deadline.checked_sub(Duration::from_secs(2));
         let mut next_bookmark = tokio::time::Instant::now() + bookmark_every;
         if let Some(at) = last_bookmark_at {
             next_bookmark = next_bookmark.min(at);
         }
+        // A bookmark carries etcd's current revision: ask etcd for watch progress and send
+        // the bookmark when the progress notification (an event-less response) arrives.
+        let mut bookmark_pending = false;
         loop {
             tokio::select! {
                 _ = tx.closed() => return,
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if bookmark_pending {
+                        let _ = tx.send(enc.bookmark(last_rev, false)).await;
+                    }
+                    return;
+                }
                 _ = tokio::time::sleep_until(next_bookmark), if bookmarks => {
-                    if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
+                    if progress.request_progress().await.is_ok() {
+                        bookmark_pending = true;
+                    } else if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
                         return;
                     }
                     next_bookmark = tokio::time::Instant::now() + bookmark_every;
@@ -244,6 +256,18 @@ pub async fn watch(
                         };
                         let _ = tx.send(enc.event("ERROR", &obj)).await;
                         return;
+                    }
+                    if resp.events().is_empty() && !resp.created() {
+                        if let Some(h) = resp.header() {
+                            last_rev = last_rev.max(h.revision());
+                        }
+                        if bookmark_pending {
+                            bookmark_pending = false;
+                            if tx.send(enc.bookmark(last_rev, false)).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
                     }
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
