@@ -1345,6 +1345,26 @@ fn bad_input_gets_kube_shaped_answers() {
     assert_eq!(r.status, 406);
     assert_eq!(status(&r)["reason"], "NotAcceptable");
 
+    // `/` lists the served paths.
+    let root: Value = serde_json::from_slice(&call("GET", "/", None).body).unwrap();
+    let paths: Vec<&str> = root["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for p in [
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/apis/apps",
+        "/apis/apps/v1",
+        "/version",
+        "/readyz",
+    ] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
+
     // The server still answers after all that.
     assert_eq!(call("GET", "/readyz", None).status, 200);
 }

@@ -901,6 +901,8 @@ async fn serve_non_resource(
     let trimmed = path.trim_end_matches('/');
     let parts: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        // `/`: kube-apiserver's index of the paths it serves (always indented).
+        [""] => json_response(http::StatusCode::OK, json_bytes(&root_paths(state), true)),
         ["api"] => discovery_root(state, req, pretty, true),
         ["apis"] => discovery_root(state, req, pretty, false),
         ["api", version] => match d.resource_list("", version, pretty) {
@@ -962,6 +964,41 @@ async fn etcd_healthy(endpoints: &[String]) -> bool {
         }
     }
     false
+}
+
+/// The paths listed at `/`, sorted as kube-apiserver lists them.
+fn root_paths(state: &State) -> serde_json::Value {
+    let mut paths: std::collections::BTreeSet<String> = [
+        "/api",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/openapi/v3",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    for g in state.discovery.surface.all_groups() {
+        let name = &g.metadata.name;
+        if !name.is_empty() {
+            paths.insert(format!("/apis/{name}"));
+        }
+        for v in &g.versions {
+            paths.insert(if name.is_empty() {
+                format!("/api/{}", v.version)
+            } else {
+                format!("/apis/{name}/{}", v.version)
+            });
+        }
+    }
+    for check in ["ping", "log", "etcd", "shutdown"] {
+        for endpoint in ["healthz", "livez", "readyz"] {
+            paths.insert(format!("/{endpoint}/{check}"));
+        }
+    }
+    json!({ "paths": paths })
 }
 
 /// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
