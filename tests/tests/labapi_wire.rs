@@ -1279,6 +1279,12 @@ fn bad_input_gets_kube_shaped_answers() {
     let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
     assert_eq!(r.status, 405);
     assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    for method in ["POST", "DELETE"] {
+        let r = call(method, "/api/v1/configmaps", Some(b"{}"));
+        assert_eq!(r.status, 405, "{method}");
+    }
+    assert_eq!(call("GET", "/api/v1/configmaps", None).status, 200);
 
     // A subresource the resource does not have, a cluster-scoped resource in a namespace,
     // a resource of another group: the JSON 404.
@@ -1338,6 +1344,26 @@ fn bad_input_gets_kube_shaped_answers() {
     .unwrap();
     assert_eq!(r.status, 406);
     assert_eq!(status(&r)["reason"], "NotAcceptable");
+
+    // `/` lists the served paths.
+    let root: Value = serde_json::from_slice(&call("GET", "/", None).body).unwrap();
+    let paths: Vec<&str> = root["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for p in [
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/apis/apps",
+        "/apis/apps/v1",
+        "/version",
+        "/readyz",
+    ] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
 
     // The server still answers after all that.
     assert_eq!(call("GET", "/readyz", None).status, 200);
@@ -1591,5 +1617,57 @@ fn impersonation_as_kube_apiserver_applies_it() {
     assert_eq!(
         who["status"]["userInfo"]["groups"],
         serde_json::json!(["ops", "system:authenticated"])
+    );
+}
+
+#[test]
+fn serving_certificate_reloads_in_place() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    assert_eq!(
+        curl(&lab, "admin", true, "GET", "/version", &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Rotate to a certificate from another CA, written over the same files (as kubeadm
+    // renewals do); new connections get it without a restart.
+    let new_ca = Ca::new("lab-server-ca-2").unwrap();
+    let d = pki.dir.path();
+    new_ca.write_cert(d, "server-ca-2").unwrap();
+    new_ca
+        .server(
+            "lab-apiserver",
+            &["127.0.0.1".parse().unwrap()],
+            &["localhost"],
+        )
+        .unwrap()
+        .write(d, "server")
+        .unwrap();
+    let with_ca = |ca: &str| {
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(pki.path(ca))
+            .arg("--cert")
+            .arg(pki.path("admin.crt"))
+            .arg("--key")
+            .arg(pki.path("admin.key"))
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap()
+    };
+    eventually("the new serving certificate", || {
+        let out = with_ca("server-ca-2.crt");
+        if out.status.success() && out.stdout == b"200" {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert!(
+        !with_ca("server-ca.crt").status.success(),
+        "old CA still verifies the server"
     );
 }

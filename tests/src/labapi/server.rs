@@ -154,27 +154,91 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     })
 }
 
+/// Reads a PEM certificate chain and key into a rustls certified key, checking they match.
+fn load_certified_key(
+    cert_file: &PathBuf,
+    key_file: &PathBuf,
+) -> Result<rustls::sign::CertifiedKey, ServerError> {
+    let cert_pem = read_file(cert_file)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Pem {
+            path: cert_file.clone(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::Pem {
+            path: cert_file.clone(),
+            why: "no certificate".into(),
+        });
+    }
+    let key_pem = read_file(key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
+        path: key_file.clone(),
+        why: e.to_string(),
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+/// The serving certificate, re-read when its files change (kube-apiserver reloads
+/// `--tls-cert-file`/`--tls-private-key-file` in place). A half-written or mismatched pair
+/// keeps the previous certificate.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: parking_lot::Mutex<(FileStamps, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// (modified time, length) of the certificate and key files.
+type FileStamps = Option<[(SystemTime, u64); 2]>;
+
+fn stamps(cert: &PathBuf, key: &PathBuf) -> FileStamps {
+    let one = |p: &PathBuf| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    Some([one(cert)?, one(key)?])
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let now = stamps(&self.cert_file, &self.key_file);
+        let mut current = self.current.lock();
+        if now.is_some() && now != current.0 {
+            match load_certified_key(&self.cert_file, &self.key_file) {
+                Ok(k) => {
+                    tracing::info!(file = %self.cert_file.display(), "serving certificate reloaded");
+                    *current = (now, Arc::new(k));
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous serving certificate"),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
 fn tls_config(
     cfg: &ServerConfig,
     authn: &Authenticator,
 ) -> Result<rustls::ServerConfig, ServerError> {
-    let cert_pem = read_file(&cfg.tls_cert_file)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Pem {
-            path: cfg.tls_cert_file.clone(),
-            why: e.to_string(),
-        })?;
-    let key_pem = read_file(&cfg.tls_private_key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
-        path: cfg.tls_private_key_file.clone(),
-        why: e.to_string(),
-    })?;
+    let first_stamps = stamps(&cfg.tls_cert_file, &cfg.tls_private_key_file);
+    let certified = load_certified_key(&cfg.tls_cert_file, &cfg.tls_private_key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(authn.tls_verifier()?)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(ReloadingCert {
+            cert_file: cfg.tls_cert_file.clone(),
+            key_file: cfg.tls_private_key_file.clone(),
+            current: parking_lot::Mutex::new((first_stamps, Arc::new(certified))),
+        }));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
@@ -837,6 +901,8 @@ async fn serve_non_resource(
     let trimmed = path.trim_end_matches('/');
     let parts: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        // `/`: kube-apiserver's index of the paths it serves (always indented).
+        [""] => json_response(http::StatusCode::OK, json_bytes(&root_paths(state), true)),
         ["api"] => discovery_root(state, req, pretty, true),
         ["apis"] => discovery_root(state, req, pretty, false),
         ["api", version] => match d.resource_list("", version, pretty) {
@@ -898,6 +964,41 @@ async fn etcd_healthy(endpoints: &[String]) -> bool {
         }
     }
     false
+}
+
+/// The paths listed at `/`, sorted as kube-apiserver lists them.
+fn root_paths(state: &State) -> serde_json::Value {
+    let mut paths: std::collections::BTreeSet<String> = [
+        "/api",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/openapi/v3",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    for g in state.discovery.surface.all_groups() {
+        let name = &g.metadata.name;
+        if !name.is_empty() {
+            paths.insert(format!("/apis/{name}"));
+        }
+        for v in &g.versions {
+            paths.insert(if name.is_empty() {
+                format!("/api/{}", v.version)
+            } else {
+                format!("/apis/{name}/{}", v.version)
+            });
+        }
+    }
+    for check in ["ping", "log", "etcd", "shutdown"] {
+        for endpoint in ["healthz", "livez", "readyz"] {
+            paths.insert(format!("/{endpoint}/{check}"));
+        }
+    }
+    json!({ "paths": paths })
 }
 
 /// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
@@ -1125,6 +1226,10 @@ async fn serve_resource(
     }
     if meta.namespaced && namespace.is_none() && info.name.is_some() {
         return not_found();
+    }
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    if meta.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Status::method_not_allowed().response_with(pretty);
     }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
