@@ -373,6 +373,7 @@ pub struct LabNode {
     kubeconfig: PathBuf,
     token_kubeconfig: PathBuf,
     kubeconfig_v6: PathBuf,
+    local_kubeconfig: PathBuf,
     apiserver: Mutex<Option<LabProcess>>,
 }
 
@@ -409,6 +410,11 @@ impl LabNode {
     /// `::`, see [`LabSpec::bind_address`]).
     pub fn kubeconfig_v6(&self) -> &Path {
         &self.kubeconfig_v6
+    }
+    /// Admin kubeconfig pointing at `https://127.0.0.1:6443`, for clients on the node
+    /// itself (the apiserver's loopback; never steered). See [`LabCluster::kubectl_on_node`].
+    pub fn local_kubeconfig(&self) -> &Path {
+        &self.local_kubeconfig
     }
     /// The node's own directory (PKI, logs, audit log, kubeconfigs).
     pub fn dir(&self) -> &Path {
@@ -682,6 +688,9 @@ impl LabCluster {
             Kubeconfig::admin(&pki, &server).write(&kubeconfig)?;
             let token_kubeconfig = node_dir.join("token.conf");
             Kubeconfig::token(&pki, &server).write(&token_kubeconfig)?;
+            let local_kubeconfig = node_dir.join("admin-local.conf");
+            Kubeconfig::admin(&pki, &format!("https://127.0.0.1:{APISERVER_PORT}"))
+                .write(&local_kubeconfig)?;
             let kubeconfig_v6 = node_dir.join("admin-v6.conf");
             Kubeconfig::admin(&pki, &format!("https://[{ipv6}]:{APISERVER_PORT}"))
                 .write(&kubeconfig_v6)?;
@@ -695,6 +704,7 @@ impl LabCluster {
                 kubeconfig,
                 token_kubeconfig,
                 kubeconfig_v6,
+                local_kubeconfig,
                 apiserver: Mutex::new(None),
             });
         }
@@ -1065,6 +1075,21 @@ impl LabCluster {
     pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Result<CmdOutput, LabError> {
         let mut cmd = self.client_command("kubectl");
         cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+        run(cmd, "kubectl", None)
+    }
+
+    /// Run kubectl inside `node`'s own namespace against its loopback
+    /// (`https://127.0.0.1:6443`), like a control-plane component on the node.
+    pub fn kubectl_on_node(&self, node: &str, args: &[&str]) -> Result<CmdOutput, LabError> {
+        let n = self.node(node)?;
+        let mut cmd = n.ns.command("kubectl");
+        cmd.env(
+            "KUBECACHEDIR",
+            self.kube_cache_dir().join(format!("on-{node}")),
+        )
+        .arg("--kubeconfig")
+        .arg(&n.local_kubeconfig)
+        .args(args);
         run(cmd, "kubectl", None)
     }
 

@@ -1162,3 +1162,30 @@ fn status_of_an_existing_object_is_served_exactly_where_the_version_has_it() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn kubectl_on_a_node_reaches_its_own_apiserver_over_loopback() {
+    require_root!();
+    let out = ok(
+        lab()
+            .kubectl_on_node("cp3", &["get", "--raw", "/version"])
+            .unwrap(),
+        "kubectl on cp3 via 127.0.0.1",
+    );
+    assert_eq!(out.json()["gitVersion"], "v1.36.2", "{out}");
+    eventually("cp3's audit log to show a loopback caller", || {
+        let events = lab().audit_log("cp3").map_err(|e| e.to_string())?;
+        events
+            .iter()
+            .find(|e| {
+                e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/version"))
+                    && e["sourceAddress"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("127.0.0.1:"))
+            })
+            .cloned()
+            .ok_or_else(|| format!("{} events, none from 127.0.0.1 on /version", events.len()))
+    });
+}
