@@ -30,11 +30,13 @@
 //!   `addr()`, kubeadm PKI dir [`LabNode::pki`], admin/token/IPv6 kubeconfigs, logs);
 //! - clients, run in the client namespace: [`LabCluster::kubectl`], `kubectl_with`,
 //!   `kubectl_stdin`, [`LabCluster::python`] (scripts in `tests/python/`), `client_command`,
-//!   and the admin HTTPS client [`LabCluster::admin_request`];
+//!   and the admin HTTPS client [`LabCluster::admin_request`]; on a node itself, over its
+//!   loopback: [`LabCluster::kubectl_on_node`];
 //! - credentials: [`LabCluster::pki`] ([`Pki`]: client certs, expired, unknown CA, front-proxy
 //!   certs) and [`LabCluster::write_kubeconfig`];
 //! - control: [`LabCluster::stop_apiserver`] / [`LabCluster::start_apiserver`],
-//!   [`LabCluster::rotate_serving_cert`], [`LabCluster::sync_endpoints`];
+//!   [`LabCluster::rotate_serving_cert`], [`LabCluster::sync_endpoints`] /
+//!   [`LabCluster::sync_endpoints_to_running`];
 //! - observation: [`LabCluster::audit_log`], [`LabCluster::served_chain`],
 //!   [`LabCluster::node_http_get`] (plain HTTP on a node's loopback, e.g. mvp's admin port);
 //! - mvp: [`LabCluster::start_mvp`] runs `mvp <args>` in a node's namespace (a
