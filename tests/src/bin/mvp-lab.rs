@@ -293,16 +293,16 @@ fn main() -> anyhow::Result<()> {
     let mut total = 0;
     for (c, check) in CHECKS.iter().enumerate() {
         println!("$ kubectl {}", check.args.join(" "));
-        print!("    {:<12}", "node");
+        let mut header = format!("    {:<12}", "node");
         for m in MODES {
-            print!(" {:<WIDTH$}", m.title());
+            header.push_str(&format!(" {:<WIDTH$}", m.title()));
         }
-        println!();
+        println!("{}", header.trim_end());
         for (i, n) in lab.nodes().iter().enumerate() {
-            print!("    {:<12}", format!("{} ({})", n.name(), n.spec().minor()));
+            let mut row = format!("    {:<12}", format!("{} ({})", n.name(), n.spec().minor()));
             for &m in MODES {
                 let outcome = results.get(&(c, i, m)).cloned().unwrap_or(Outcome::NotYet);
-                print!(" {:<WIDTH$}", outcome.cell());
+                row.push_str(&format!(" {:<WIDTH$}", outcome.cell()));
                 match m {
                     Mode::WithoutMvp => {
                         total += 1;
@@ -326,7 +326,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            println!();
+            println!("{}", row.trim_end());
         }
         println!();
     }
