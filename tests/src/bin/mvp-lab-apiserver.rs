@@ -72,6 +72,10 @@ struct Cli {
     /// Release to claim, e.g. 1.33.4 (default: from a `k8s-<major>.<minor>` folder name).
     #[arg(long)]
     emulated_version: Option<String>,
+    /// Lab-only: the release of the binary when it emulates an older one (e.g. 1.36.2 with
+    /// --emulated-version 1.35): /version then reports both, as kube-apiserver does.
+    #[arg(long)]
+    binary_version: Option<String>,
     /// Drop a group/version (`apps/v1`; core as `core/v1`). Repeatable.
     #[arg(long)]
     remove_group_version: Vec<String>,
@@ -193,6 +197,11 @@ async fn main() -> anyhow::Result<()> {
         audit_log: cli.audit_log_path.clone(),
         surface,
         version,
+        binary_version: cli
+            .binary_version
+            .as_deref()
+            .map(str::parse)
+            .transpose()?,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
         shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,

@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub audit_log: Option<PathBuf>,
     pub surface: Surface,
     pub version: EmulatedVersion,
+    /// The release of the "binary" when it differs from the emulated one (a 1.36 binary
+    /// run with `--emulated-version=1.35`): `/version`'s major, minor and gitVersion.
+    pub binary_version: Option<EmulatedVersion>,
     /// Users that authenticate but may only use discovery and self reviews, like a user with
     /// no RBAC bindings (the recorded `alice`).
     pub unprivileged_users: Vec<String>,
@@ -243,15 +246,17 @@ fn tls_config(
     Ok(tls)
 }
 
-fn version_body(v: &EmulatedVersion) -> Vec<u8> {
+/// `/version`: the binary's version in major/minor/gitVersion, the emulated one in the
+/// emulation fields (kube-apiserver with `--emulated-version`).
+fn version_body(binary: &EmulatedVersion, v: &EmulatedVersion) -> Vec<u8> {
     let value = json!({
-        "major": v.major.to_string(),
-        "minor": v.minor.to_string(),
+        "major": binary.major.to_string(),
+        "minor": binary.minor.to_string(),
         "emulationMajor": v.major.to_string(),
         "emulationMinor": v.minor.to_string(),
         "minCompatibilityMajor": v.major.to_string(),
         "minCompatibilityMinor": v.minor.saturating_sub(1).to_string(),
-        "gitVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
+        "gitVersion": format!("v{}.{}.{}", binary.major, binary.minor, binary.patch),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",
@@ -314,7 +319,10 @@ impl LabServer {
             authn,
             audit,
             handler,
-            version_body: version_body(&cfg.version),
+            version_body: version_body(
+                cfg.binary_version.as_ref().unwrap_or(&cfg.version),
+                &cfg.version,
+            ),
             started: SystemTime::now(),
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
