@@ -7,7 +7,9 @@
 //! The recorded server ran with the default API set, so the lab is started with
 //! `--remove-group-version` for every alpha/beta group/version the fixture has and the
 //! recording does not; after that the discovery documents must match byte for byte
-//! (including the aggregated ETags).
+//! (including the aggregated ETags). The `v1.36.2-emulating-1.35` recordings are replayed
+//! the same way against `--binary-version 1.36.2 --emulated-version 1.35` plus
+//! `--remove-resource` for what that server lacked (MutatingAdmissionPolicy[Binding]).
 //!
 //! Replayed and compared: every discovery (legacy, per group, per group/version,
 //! aggregated v2 with `profile=nopeer` and client-go's Accept list, v2beta1-only 406, 304 on
