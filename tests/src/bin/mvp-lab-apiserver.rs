@@ -197,11 +197,7 @@ async fn main() -> anyhow::Result<()> {
         audit_log: cli.audit_log_path.clone(),
         surface,
         version,
-        binary_version: cli
-            .binary_version
-            .as_deref()
-            .map(str::parse)
-            .transpose()?,
+        binary_version: cli.binary_version.as_deref().map(str::parse).transpose()?,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
         shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,
