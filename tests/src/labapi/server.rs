@@ -591,6 +591,13 @@ async fn handle(
             http::HeaderValue::from_static(PF_PRIORITYLEVEL_UID),
         );
     }
+    tracing::debug!(
+        method = %method,
+        path = %path_and_query,
+        user = identity.as_ref().map(|i| i.user.as_str()).unwrap_or(""),
+        code,
+        "request"
+    );
     audit(
         &state,
         AuditEntry {
@@ -1114,11 +1121,11 @@ fn discovery_root(
             .expect("valid response");
     }
     let body = if pretty {
-        agg.pretty(if api_version == "v2" {
+        Bytes::from(agg.pretty(if api_version == "v2" {
             "apidiscovery.k8s.io/v2"
         } else {
             "apidiscovery.k8s.io/v2beta1"
-        })
+        }))
     } else {
         body
     };
