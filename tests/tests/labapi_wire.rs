@@ -1138,8 +1138,37 @@ fn emulates_1_33_with_a_reshaped_surface() {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(["--anonymous-discovery".to_string()])
     .collect();
     let lab = start_lab(&pki, "k8s-1.33", &args);
+
+    // --anonymous-discovery: anonymous reads discovery and reviews itself, nothing more.
+    let anon_apis = curl(&lab, "anon", false, "GET", "/apis", &[], None).unwrap();
+    assert_eq!(anon_apis.status, 200);
+    let anon_ssr = curl(
+        &lab,
+        "anon",
+        false,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &[("content-type".into(), "application/json".into())],
+        Some(b"{}"),
+    )
+    .unwrap();
+    assert_eq!(anon_ssr.status, 201);
+    let review: Value = serde_json::from_slice(&anon_ssr.body).unwrap();
+    assert_eq!(review["status"]["userInfo"]["username"], "system:anonymous");
+    let anon_list = curl(
+        &lab,
+        "anon",
+        false,
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(anon_list.status, 403);
     let get = |path: &str, accept: Option<&str>| {
         let headers: Vec<(String, String)> = accept
             .map(|a| vec![("accept".to_string(), a.to_string())])

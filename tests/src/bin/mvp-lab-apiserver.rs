@@ -89,6 +89,10 @@ struct Cli {
     /// listener (Go duration: 0s, 500ms, 10s, 1m30s).
     #[arg(long, default_value = "0s")]
     shutdown_delay_duration: String,
+    /// Lab-only: let anonymous callers read discovery and create self reviews (kube-apiserver
+    /// does not, as recorded; this binds system:discovery to system:unauthenticated).
+    #[arg(long)]
+    anonymous_discovery: bool,
     /// Lab-only: users that authenticate but are authorized for discovery and self-reviews
     /// only, like a user without RBAC bindings. Repeatable.
     #[arg(long)]
@@ -200,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         binary_version: cli.binary_version.as_deref().map(str::parse).transpose()?,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
+        anonymous_discovery: cli.anonymous_discovery,
         shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,
     };
     let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())

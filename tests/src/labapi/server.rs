@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub unprivileged_users: Vec<String>,
     /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
     pub etcd_servers: Vec<String>,
+    /// Lab-only: anonymous callers may also read discovery and create self reviews (as if
+    /// `system:discovery` and `system:basic-user` were bound to `system:unauthenticated`).
+    pub anonymous_discovery: bool,
     /// `--shutdown-delay-duration`: after SIGTERM, keep serving (with `/readyz` failing)
     /// this long before closing the listener.
     pub shutdown_delay: Duration,
@@ -135,6 +138,7 @@ struct State {
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
     etcd_servers: Vec<String>,
+    anonymous_discovery: bool,
     /// Set at the shutdown signal: `/readyz` fails from then on.
     shutting_down: std::sync::atomic::AtomicBool,
     /// Cancelled when the listener closes: connections send GOAWAY / close after their
@@ -327,6 +331,7 @@ impl LabServer {
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
             etcd_servers: cfg.etcd_servers,
+            anonymous_discovery: cfg.anonymous_discovery,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             drain: tokio_util::sync::CancellationToken::new(),
             shutdown_delay: cfg.shutdown_delay,
@@ -872,10 +877,10 @@ fn forbidden(id: &Identity, info: &RequestInfo) -> Status {
 }
 
 fn authorized(state: &State, id: &Identity, info: &RequestInfo) -> bool {
-    if id.is_anonymous() {
+    if id.is_anonymous() && !state.anonymous_discovery {
         return matches!(info, RequestInfo::NonResource { path, .. } if PUBLIC_PATHS.contains(&path.as_str()));
     }
-    if state.unprivileged_users.contains(&id.user) {
+    if id.is_anonymous() || state.unprivileged_users.contains(&id.user) {
         return match info {
             RequestInfo::NonResource { path, .. } => is_discovery_path(path),
             RequestInfo::Resource(r) => is_self_review(r),
