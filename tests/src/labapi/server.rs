@@ -1,7 +1,9 @@
-//! The lab apiserver's HTTP layer: TLS (h2 + http/1.1), authentication, authorization,
-//! request classification, discovery, OpenAPI, version, health, SelfSubjectReview and the
-//! audit log. Resource requests that pass all of that go to the storage layer through
-//! [`ResourceHandler`].
+//! The lab apiserver's HTTP layer, in kube-apiserver's handler-chain order: TLS (h2 +
+//! http/1.1, serving certificate reloaded in place), authentication, impersonation,
+//! authorization, request classification, then discovery, OpenAPI, version, health,
+//! SelfSubjectReview / SelfSubjectAccessReview, or the storage layer through
+//! [`ResourceHandler`]; responses get kube's headers, gzip over 128 KiB and an audit line.
+//! Shutdown follows kube-apiserver too (readiness first, then drain).
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
