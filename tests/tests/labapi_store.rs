@@ -688,6 +688,22 @@ async fn crud_and_error_bodies_match_the_recordings() -> Result<()> {
         json!({"phase": "Pending", "qosClass": "BestEffort"}),
         "status is the server's on create"
     );
+    // Pod defaults as recorded (except the ServiceAccount token volume, not emulated).
+    let p1 = n
+        .create_ok("/api/v1/namespaces/fx/pods", json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p1","labels":{"app":"fx"}},"spec":{"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10"}]}}))
+        .await?;
+    let mut rec = fixture("setup-create-pod-p1");
+    rec["spec"].as_object_mut().unwrap().shift_remove("volumes");
+    rec["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("volumeMounts");
+    assert_eq!(
+        serde_json::to_string(&p1["spec"])?,
+        serde_json::to_string(&rec["spec"])?,
+        "same defaults, same field order"
+    );
+    assert_eq!(shape(&p1), shape(&rec));
     let r = n.delete("/api/v1/namespaces/fx/pods/p2").await?;
     assert_eq!(r.status, 200);
     let d = r.json();

@@ -458,6 +458,8 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     // Access reviews are computed, not stored.
     let out = lab.ok(0, &["auth", "can-i", "delete", "pods", "-n", "e2e"], None)?;
     assert_eq!(out.trim(), "yes");
+    let out = lab.ok(0, &["auth", "can-i", "--list", "-n", "e2e"], None)?;
+    assert!(out.lines().any(|l| l.starts_with("*.*")), "{out}");
 
     // Logs of a pod.
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "e2e"},

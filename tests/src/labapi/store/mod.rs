@@ -47,9 +47,11 @@
 //!
 //! # Accepted differences from kube-apiserver
 //! - No field conversion between versions of one resource (see Values); no defaulting
-//!   beyond what is listed here (pods get `status.phase`/`qosClass`, namespaces their
-//!   finalizer/label/phase, secrets type `Opaque`); no per-type validation beyond names and
-//!   ConfigMap/Secret keys and immutability; `fieldValidation` is ignored.
+//!   beyond what is listed here (pods get kube's PodSpec/container defaults, default
+//!   tolerations, `serviceAccountName: default`, `status.phase`/`qosClass` but no
+//!   ServiceAccount token volume; namespaces their finalizer/label/phase; secrets type
+//!   `Opaque`); no per-type validation beyond names, ConfigMap/Secret keys and immutability;
+//!   `fieldValidation` is ignored.
 //! - `managedFields` are not tracked; server-side apply is a strategic merge of the applied
 //!   configuration (no field ownership: fields dropped from a configuration stay, no
 //!   conflicts between managers).

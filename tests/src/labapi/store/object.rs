@@ -375,6 +375,7 @@ pub(super) fn prepare_create(meta: &ResourceMeta, obj: &mut Value, name: &str, n
             "BestEffort"
         };
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        default_pod_spec(object_field(obj, "spec"));
     } else if meta.group.is_empty() && meta.resource == "secrets" {
         if obj
             .get("type")
@@ -631,4 +632,158 @@ pub(super) fn scale_of(obj: &Value) -> Value {
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": m,
         "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector}})
+}
+
+/// PodSpec fields in the Go struct's order (how kube-apiserver serialises them).
+const POD_SPEC_ORDER: &[&str] = &[
+    "volumes",
+    "initContainers",
+    "containers",
+    "ephemeralContainers",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds",
+    "dnsPolicy",
+    "nodeSelector",
+    "serviceAccountName",
+    "serviceAccount",
+    "automountServiceAccountToken",
+    "nodeName",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
+    "shareProcessNamespace",
+    "securityContext",
+    "imagePullSecrets",
+    "hostname",
+    "subdomain",
+    "affinity",
+    "schedulerName",
+    "tolerations",
+    "hostAliases",
+    "priorityClassName",
+    "priority",
+    "dnsConfig",
+    "readinessGates",
+    "runtimeClassName",
+    "enableServiceLinks",
+    "preemptionPolicy",
+    "overhead",
+];
+
+/// Container fields in the Go struct's order.
+const CONTAINER_ORDER: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "workingDir",
+    "ports",
+    "envFrom",
+    "env",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "volumeMounts",
+    "volumeDevices",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "securityContext",
+    "stdin",
+    "stdinOnce",
+    "tty",
+];
+
+fn ordered(m: &mut Map<String, Value>, order: &[&str]) {
+    let mut out = Map::new();
+    for k in order {
+        if let Some(v) = m.shift_remove(*k) {
+            out.insert((*k).to_string(), v);
+        }
+    }
+    out.append(m);
+    *m = out;
+}
+
+/// kube's image pull policy default: `Always` for `:latest` or untagged images.
+fn default_pull_policy(image: &str) -> &'static str {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        "IfNotPresent"
+    } else {
+        match last.split_once(':') {
+            Some((_, "latest")) | None => "Always",
+            Some(_) => "IfNotPresent",
+        }
+    }
+}
+
+/// The PodSpec defaults kube-apiserver applies on create (scheme defaulting, the
+/// ServiceAccount admission's `serviceAccountName`, DefaultTolerationSeconds). Not emulated:
+/// the ServiceAccount token volume and its mounts (the lab has no token controller).
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    for field in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(field).and_then(Value::as_array_mut) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.entry("resources").or_insert_with(|| json!({}));
+                c.entry("terminationMessagePath")
+                    .or_insert_with(|| json!("/dev/termination-log"));
+                c.entry("terminationMessagePolicy")
+                    .or_insert_with(|| json!("File"));
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                c.entry("imagePullPolicy")
+                    .or_insert_with(|| json!(default_pull_policy(&image)));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        p.entry("protocol").or_insert_with(|| json!("TCP"));
+                    }
+                }
+                ordered(c, CONTAINER_ORDER);
+            }
+        }
+    }
+    spec.entry("restartPolicy")
+        .or_insert_with(|| json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert_with(|| json!(30));
+    spec.entry("dnsPolicy")
+        .or_insert_with(|| json!("ClusterFirst"));
+    let sa = spec
+        .get("serviceAccountName")
+        .or_else(|| spec.get("serviceAccount"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(sa));
+    spec.insert("serviceAccount".into(), json!(sa));
+    spec.entry("securityContext").or_insert_with(|| json!({}));
+    spec.entry("schedulerName")
+        .or_insert_with(|| json!("default-scheduler"));
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    if let Some(ts) = tolerations.as_array_mut() {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !ts.iter().any(|t| t["key"] == json!(key)) {
+                ts.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    spec.entry("priority").or_insert_with(|| json!(0));
+    spec.entry("enableServiceLinks")
+        .or_insert_with(|| json!(true));
+    spec.entry("preemptionPolicy")
+        .or_insert_with(|| json!("PreemptLowerPriority"));
+    ordered(spec, POD_SPEC_ORDER);
 }

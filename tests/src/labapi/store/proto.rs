@@ -2,7 +2,7 @@
 //! (`kubectl create namespace|configmap|secret|serviceaccount ...` use
 //! `Content-Type: application/vnd.kubernetes.protobuf`): the `k8s\0` envelope, the
 //! `runtime.Unknown` wrapper, `ObjectMeta`, and the kinds Namespace, ConfigMap, Secret and
-//! ServiceAccount, plus SelfSubjectAccessReview (`kubectl auth can-i`; field numbers from
+//! ServiceAccount, plus SelfSubjectAccessReview and SelfSubjectRulesReview (`kubectl auth can-i [--list]`; field numbers from
 //! k8s.io/api `generated.proto`). Other kinds answer 415
 //! (the caller's), malformed bytes are an error, never a panic. Not decoded: ownerReferences,
 //! managedFields, timestamps (the server sets those it needs).
@@ -243,6 +243,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
         ("v1", "Namespace") => &[1, 2, 3],
         ("v1", "ServiceAccount") => &[1, 2, 3, 4],
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &[1, 2, 3],
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &[1, 2, 3],
         _ => &[],
     };
     only_known(&obj, known, &format!("{api_version}/{kind}"))?;
@@ -350,6 +351,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
                 out_spec.insert("nonResourceAttributes".into(), Value::Object(m));
             }
             out["spec"] = Value::Object(out_spec);
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let spec = fields(message(&obj, 2).unwrap_or(&[]))?;
+            out["spec"] = match first_string(&spec, 1)? {
+                Some(ns) => json!({"namespace": ns}),
+                None => json!({}),
+            };
         }
         _ => return Err(ProtoError::UnsupportedKind(format!("{api_version}/{kind}"))),
     }
