@@ -72,6 +72,10 @@ struct Cli {
     /// Release to claim, e.g. 1.33.4 (default: from a `k8s-<major>.<minor>` folder name).
     #[arg(long)]
     emulated_version: Option<String>,
+    /// Lab-only: the release of the binary when it emulates an older one (e.g. 1.36.2 with
+    /// --emulated-version 1.35): /version then reports both, as kube-apiserver does.
+    #[arg(long)]
+    binary_version: Option<String>,
     /// Drop a group/version (`apps/v1`; core as `core/v1`). Repeatable.
     #[arg(long)]
     remove_group_version: Vec<String>,
@@ -85,6 +89,10 @@ struct Cli {
     /// listener (Go duration: 0s, 500ms, 10s, 1m30s).
     #[arg(long, default_value = "0s")]
     shutdown_delay_duration: String,
+    /// Lab-only: let anonymous callers read discovery and create self reviews (kube-apiserver
+    /// does not, as recorded; this binds system:discovery to system:unauthenticated).
+    #[arg(long)]
+    anonymous_discovery: bool,
     /// Lab-only: users that authenticate but are authorized for discovery and self-reviews
     /// only, like a user without RBAC bindings. Repeatable.
     #[arg(long)]
@@ -193,8 +201,10 @@ async fn main() -> anyhow::Result<()> {
         audit_log: cli.audit_log_path.clone(),
         surface,
         version,
+        binary_version: cli.binary_version.as_deref().map(str::parse).transpose()?,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
+        anonymous_discovery: cli.anonymous_discovery,
         shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,
     };
     let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())

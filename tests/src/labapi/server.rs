@@ -1,7 +1,9 @@
-//! The lab apiserver's HTTP layer: TLS (h2 + http/1.1), authentication, authorization,
-//! request classification, discovery, OpenAPI, version, health, SelfSubjectReview and the
-//! audit log. Resource requests that pass all of that go to the storage layer through
-//! [`ResourceHandler`].
+//! The lab apiserver's HTTP layer, in kube-apiserver's handler-chain order: TLS (h2 +
+//! http/1.1, serving certificate reloaded in place), authentication, impersonation,
+//! authorization, request classification, then discovery, OpenAPI, version, health,
+//! SelfSubjectReview / SelfSubjectAccessReview, or the storage layer through
+//! [`ResourceHandler`]; responses get kube's headers, gzip over 128 KiB and an audit line.
+//! Shutdown follows kube-apiserver too (readiness first, then drain).
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -111,11 +113,17 @@ pub struct ServerConfig {
     pub audit_log: Option<PathBuf>,
     pub surface: Surface,
     pub version: EmulatedVersion,
+    /// The release of the "binary" when it differs from the emulated one (a 1.36 binary
+    /// run with `--emulated-version=1.35`): `/version`'s major, minor and gitVersion.
+    pub binary_version: Option<EmulatedVersion>,
     /// Users that authenticate but may only use discovery and self reviews, like a user with
     /// no RBAC bindings (the recorded `alice`).
     pub unprivileged_users: Vec<String>,
     /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
     pub etcd_servers: Vec<String>,
+    /// Lab-only: anonymous callers may also read discovery and create self reviews (as if
+    /// `system:discovery` and `system:basic-user` were bound to `system:unauthenticated`).
+    pub anonymous_discovery: bool,
     /// `--shutdown-delay-duration`: after SIGTERM, keep serving (with `/readyz` failing)
     /// this long before closing the listener.
     pub shutdown_delay: Duration,
@@ -132,6 +140,7 @@ struct State {
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
     etcd_servers: Vec<String>,
+    anonymous_discovery: bool,
     /// Set at the shutdown signal: `/readyz` fails from then on.
     shutting_down: std::sync::atomic::AtomicBool,
     /// Cancelled when the listener closes: connections send GOAWAY / close after their
@@ -243,15 +252,17 @@ fn tls_config(
     Ok(tls)
 }
 
-fn version_body(v: &EmulatedVersion) -> Vec<u8> {
+/// `/version`: the binary's version in major/minor/gitVersion, the emulated one in the
+/// emulation fields (kube-apiserver with `--emulated-version`).
+fn version_body(binary: &EmulatedVersion, v: &EmulatedVersion) -> Vec<u8> {
     let value = json!({
-        "major": v.major.to_string(),
-        "minor": v.minor.to_string(),
+        "major": binary.major.to_string(),
+        "minor": binary.minor.to_string(),
         "emulationMajor": v.major.to_string(),
         "emulationMinor": v.minor.to_string(),
         "minCompatibilityMajor": v.major.to_string(),
         "minCompatibilityMinor": v.minor.saturating_sub(1).to_string(),
-        "gitVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
+        "gitVersion": format!("v{}.{}.{}", binary.major, binary.minor, binary.patch),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",
@@ -314,11 +325,15 @@ impl LabServer {
             authn,
             audit,
             handler,
-            version_body: version_body(&cfg.version),
+            version_body: version_body(
+                cfg.binary_version.as_ref().unwrap_or(&cfg.version),
+                &cfg.version,
+            ),
             started: SystemTime::now(),
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
             etcd_servers: cfg.etcd_servers,
+            anonymous_discovery: cfg.anonymous_discovery,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             drain: tokio_util::sync::CancellationToken::new(),
             shutdown_delay: cfg.shutdown_delay,
@@ -583,6 +598,13 @@ async fn handle(
             http::HeaderValue::from_static(PF_PRIORITYLEVEL_UID),
         );
     }
+    tracing::debug!(
+        method = %method,
+        path = %path_and_query,
+        user = identity.as_ref().map(|i| i.user.as_str()).unwrap_or(""),
+        code,
+        "request"
+    );
     audit(
         &state,
         AuditEntry {
@@ -857,10 +879,10 @@ fn forbidden(id: &Identity, info: &RequestInfo) -> Status {
 }
 
 fn authorized(state: &State, id: &Identity, info: &RequestInfo) -> bool {
-    if id.is_anonymous() {
+    if id.is_anonymous() && !state.anonymous_discovery {
         return matches!(info, RequestInfo::NonResource { path, .. } if PUBLIC_PATHS.contains(&path.as_str()));
     }
-    if state.unprivileged_users.contains(&id.user) {
+    if id.is_anonymous() || state.unprivileged_users.contains(&id.user) {
         return match info {
             RequestInfo::NonResource { path, .. } => is_discovery_path(path),
             RequestInfo::Resource(r) => is_self_review(r),
@@ -1106,11 +1128,11 @@ fn discovery_root(
             .expect("valid response");
     }
     let body = if pretty {
-        agg.pretty(if api_version == "v2" {
+        Bytes::from(agg.pretty(if api_version == "v2" {
             "apidiscovery.k8s.io/v2"
         } else {
             "apidiscovery.k8s.io/v2beta1"
-        })
+        }))
     } else {
         body
     };
