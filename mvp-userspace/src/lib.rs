@@ -3,11 +3,23 @@
 //! Rooms, bottom to top (see ARCHITECTURE.md):
 //! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel.
 //! - [`addr`]: typed addresses so client, original destination and upstream cannot be confused.
+//! - [`tls`]: serving TLS (the apiserver's reloaded cert, client certs judged like
+//!   kube-apiserver) and upstream TLS (plain and front-proxy client configs).
+//! - [`identity`]: who is calling (x509, front proxy, bearer, anonymous) and how that
+//!   identity travels upstream.
+//! - [`proxy`]: upstream pools, streaming forwarding, upgrades, the `Route` seam.
+//! - [`status`]: Kubernetes `Status` responses mvp writes itself.
+//! - [`frontdoor`]: the L7 front door tying TLS → HTTP → identity → route → proxy.
 //! - [`relay`]: the L4 relay used until the L7 front door lands.
 //! - [`app`]: wiring of the daemon (`mvp run`).
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod app;
+pub mod frontdoor;
+pub mod identity;
+pub mod proxy;
 pub mod relay;
+pub mod status;
 pub mod steer;
+pub mod tls;

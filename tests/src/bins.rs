@@ -9,7 +9,10 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test binary has a parent dir").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test binary has a parent dir")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }

@@ -22,10 +22,13 @@ pub struct NetnsError {
 
 fn run_ip(args: &[&str]) -> Result<String, NetnsError> {
     let command = format!("ip {}", args.join(" "));
-    let out = Command::new("ip").args(args).output().map_err(|e| NetnsError {
-        command: command.clone(),
-        detail: format!("cannot run ip (install iproute2): {e}"),
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| NetnsError {
+            command: command.clone(),
+            detail: format!("cannot run ip (install iproute2): {e}"),
+        })?;
     if !out.status.success() {
         return Err(NetnsError {
             command,
@@ -109,7 +112,11 @@ impl Netns {
     /// PIDs of processes inside the namespace.
     pub fn pids(&self) -> Vec<i32> {
         run_ip(&["netns", "pids", &self.name])
-            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|s| {
+                s.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -122,7 +129,10 @@ impl Drop for Netns {
 
 fn remove_namespace(name: &str) {
     if let Ok(pids) = run_ip(&["netns", "pids", name]) {
-        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -137,7 +147,16 @@ fn remove_namespace(name: &str) {
 /// Connect `a` and `b` with a veth pair named `a_if` (in `a`) and `b_if` (in `b`), both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), NetnsError> {
     a.ip(&[
-        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name(),
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
     ])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;

@@ -39,14 +39,19 @@ impl Status {
         if !group.is_empty() {
             details["group"] = json!(group);
         }
-        Status::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).with_details(details)
+        Status::new(404, "NotFound", format!("{qualified} \"{name}\" not found"))
+            .with_details(details)
     }
 
     /// kube-apiserver's bare 404 for paths nothing serves ("the server could not find the
     /// requested resource").
     pub fn path_not_found() -> Self {
-        Status::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Status::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// The JSON value, field order as kube-apiserver writes it.

@@ -1,0 +1,322 @@
+//! The L7 front door: accept TCP, terminate TLS with the apiserver's own cert, authenticate the
+//! caller as kube-apiserver would, forward through a [`Route`].
+//!
+//! ```text
+//! TcpStream ─▶ TLS (tls::) ─▶ PeerCertAuth (once per connection)
+//!           ─▶ HTTP/1.1 | h2 (hyper auto) ─▶ per request: authenticate (identity::)
+//!           ─▶ header hygiene + identity ─▶ Route ─▶ Upstream pool (proxy::) ─▶ apiserver
+//! ```
+//!
+//! Limits follow kube-apiserver's server (k8s.io/apiserver `SecureServingInfo.Serve`):
+//! 1 MiB of request headers (bigger → 431 from hyper), 32 s to read request headers
+//! (slowloris), h2 100 concurrent streams. No timeout once a request is forwarded.
+pub mod config;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use rustls_pki_types::UnixTime;
+use tokio::net::{TcpListener, TcpStream};
+
+pub use config::{ConfigError, FrontDoorArgs, FrontDoorConfig};
+
+use crate::identity::{self, CallerIdentity, RequestHeaderNames};
+use crate::proxy::{self, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream};
+use crate::tls::{
+    self, ClientCertJudge, PeerCertAuth, ReloadingServerCert, RequestClientCert, TlsError,
+    UpstreamTls,
+};
+
+/// kube-apiserver's `MaxHeaderBytes` (1 MiB) plus Go's 4 KiB slack.
+const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
+/// kube-apiserver's `ReadHeaderTimeout`.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
+/// Time a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// kube-apiserver's default h2 `MaxConcurrentStreams`.
+const H2_MAX_STREAMS: u32 = 100;
+
+/// The response body: streamed from upstream, or a Status mvp wrote.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// Building the front door failed (start-up boundary; fix the named file or flag).
+#[derive(Debug, thiserror::Error)]
+pub enum FrontDoorError {
+    /// Flags.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Per-connection facts, computed once after the handshake.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address (the apiserver will see it in X-Forwarded-For).
+    pub client: SocketAddr,
+    /// What the client certificate authenticates.
+    pub peer: PeerCertAuth,
+}
+
+struct Shared {
+    tls: Arc<ServerConfig>,
+    judge: ClientCertJudge,
+    names: RequestHeaderNames,
+    route: Arc<dyn Route>,
+}
+
+/// The front door. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct FrontDoor {
+    shared: Arc<Shared>,
+    serving_cert: Arc<ReloadingServerCert>,
+    reload_interval: Duration,
+}
+
+impl std::fmt::Debug for FrontDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontDoor").finish_non_exhaustive()
+    }
+}
+
+impl FrontDoor {
+    /// Build from a config: load certs, build TLS configs and the local upstream (reached
+    /// through `dial`), routing everything to it.
+    pub fn new(config: &FrontDoorConfig, dial: Arc<dyn Dial>) -> Result<Self, FrontDoorError> {
+        let provider = tls::provider();
+        let upstream_tls = UpstreamTls::new(
+            &config.upstream_ca_file,
+            &config.upstream_server_name,
+            config
+                .proxy_client
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            &provider,
+        )?;
+        let local = Arc::new(Upstream::new(
+            TargetKind::Local,
+            config.upstream,
+            &upstream_tls,
+            dial,
+        ));
+        Self::with_route(config, Arc::new(LocalOnly(local)))
+    }
+
+    /// Build with a caller-supplied router (peers, tests).
+    pub fn with_route(
+        config: &FrontDoorConfig,
+        route: Arc<dyn Route>,
+    ) -> Result<Self, FrontDoorError> {
+        let provider = tls::provider();
+        let client_ca = config
+            .client_ca_file
+            .as_deref()
+            .map(tls::load_roots)
+            .transpose()?;
+        let requestheader_ca = config
+            .requestheader_client_ca_file
+            .as_deref()
+            .map(tls::load_roots)
+            .transpose()?;
+        let mut hints = Vec::new();
+        for roots in client_ca.iter().chain(requestheader_ca.iter()) {
+            hints.extend(roots.subjects());
+        }
+        let judge = ClientCertJudge::new(
+            client_ca,
+            requestheader_ca,
+            config.requestheader_allowed_names.clone(),
+            &provider,
+        )?;
+        let serving_cert = Arc::new(ReloadingServerCert::load(
+            &config.tls_cert_file,
+            &config.tls_private_key_file,
+            provider.clone(),
+        )?);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsError::Rustls {
+                what: "serving TLS config".into(),
+                source,
+            })?;
+        let builder = if judge.requests_certs() {
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new(hints, &provider)))
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut server = builder.with_cert_resolver(serving_cert.clone());
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(FrontDoor {
+            shared: Arc::new(Shared {
+                tls: Arc::new(server),
+                judge,
+                names: config.header_names.clone(),
+                route,
+            }),
+            serving_cert,
+            reload_interval: config.tls_reload_interval,
+        })
+    }
+
+    /// Start polling the serving cert files; abort the handle to stop.
+    pub fn spawn_cert_reloader(&self) -> tokio::task::JoinHandle<()> {
+        tls::spawn_reloader(self.serving_cert.clone(), self.reload_interval)
+    }
+
+    /// Accept connections from `listener` forever (spawns a task per connection).
+    /// Returns only if accepting fails persistently.
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, client)) => self.spawn_connection(tcp, client),
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Serve one accepted connection in its own task (for listeners mvp does not own, e.g.
+    /// the steered one).
+    pub fn spawn_connection(&self, tcp: TcpStream, client: SocketAddr) {
+        let this = self.clone();
+        tokio::spawn(async move { this.serve_connection(tcp, client).await });
+    }
+
+    /// Serve one connection to completion.
+    pub async fn serve_connection(&self, tcp: TcpStream, client: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls.clone());
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%client, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%client, "TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = self
+            .shared
+            .judge
+            .judge(tls.get_ref().1.peer_certificates(), UnixTime::now());
+        if !peer.rejected_because.is_empty() {
+            tracing::debug!(%client, why = ?peer.rejected_because, "client certificate authenticates nothing");
+        }
+        let conn = Arc::new(ConnInfo { client, peer });
+        let shared = self.shared.clone();
+        let service = service_fn(move |req| {
+            let shared = shared.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(shared.handle(&conn, req).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        if let Err(error) = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), service)
+            .await
+        {
+            tracing::debug!(%client, %error, "connection ended with an error");
+        }
+    }
+}
+
+/// The client's authority: `:authority`/absolute URI, else `Host`.
+fn client_authority(req: &Request<Incoming>) -> Result<Option<Authority>, ProxyError> {
+    if let Some(authority) = req.uri().authority() {
+        return Ok(Some(authority.clone()));
+    }
+    match req.headers().get(header::HOST) {
+        None => Ok(None),
+        Some(host) => Authority::try_from(host.as_bytes())
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("malformed Host header".into())),
+    }
+}
+
+impl Shared {
+    async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        match self.forward(conn, req).await {
+            Ok(response) => response.map(Either::Left),
+            Err(error) => {
+                let status = error.to_status();
+                tracing::info!(
+                    client = %conn.client,
+                    %method,
+                    %path,
+                    side = ?error.side(),
+                    retryable = error.retryable(),
+                    code = status.code.as_u16(),
+                    %error,
+                    "request not forwarded"
+                );
+                status.into_response().map(Either::Right)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        conn: &ConnInfo,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let identity = identity::authenticate(&conn.peer, req.headers(), &self.names)?;
+        let authority = client_authority(&req)?;
+        let upgrade =
+            req.version() <= http::Version::HTTP_11 && proxy::headers::is_upgrade(req.headers());
+        let headers = req.headers_mut();
+        proxy::headers::remove_hop_by_hop(headers, upgrade);
+        identity::apply(&identity, conn.peer.x509.as_ref(), headers, &self.names)?;
+        proxy::headers::append_forwarded_for(headers, conn.client.ip().to_canonical());
+        let upstream = self.route.route(&req, &identity);
+        tracing::debug!(
+            client = %conn.client,
+            caller = identity.kind(),
+            upstream = ?upstream.kind(),
+            method = %req.method(),
+            path = %req.uri().path(),
+            upgrade,
+            "forwarding"
+        );
+        if upgrade {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            return upstream.forward_upgrade(req, &identity, on_upgrade).await;
+        }
+        let authority = match authority {
+            Some(authority) => authority,
+            None => Authority::try_from(upstream.addr().to_string())
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+        };
+        upstream.forward(req, &identity, authority).await
+    }
+}
+
+/// Re-exported for routers: the identity a request was authenticated as.
+pub type Caller = CallerIdentity;

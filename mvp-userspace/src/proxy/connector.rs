@@ -1,0 +1,191 @@
+//! Upstream connections: a [`Dial`] (plain TCP, or later steer's bypass-registering socket)
+//! followed by a rustls client handshake. Implements the connector the pooled client needs.
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+/// Opens the TCP connection to an upstream address. The seam where eBPF steering's bypass
+/// registration plugs in for non-loopback upstreams.
+pub trait Dial: fmt::Debug + Send + Sync + 'static {
+    /// Connect to `addr`.
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<TcpStream>>;
+}
+
+/// A plain `connect()`; right for loopback upstreams, which are never steered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectDial;
+
+impl Dial for DirectDial {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<TcpStream>> {
+        Box::pin(TcpStream::connect(addr))
+    }
+}
+
+/// Why an upstream connection could not be made. Nothing was sent, so the request may be
+/// retried (here or on another upstream).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect failed.
+    #[error(
+        "connecting to upstream {addr}: {source} (is the apiserver running and listening there? see --upstream)"
+    )]
+    Dial {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS handshake failed (often: cert not valid for --upstream-server-name, or not signed by
+    /// --upstream-ca-file).
+    #[error(
+        "TLS handshake with upstream {addr}: {source} (check --upstream-ca-file and --upstream-server-name)"
+    )]
+    Tls {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Dials one upstream address and speaks TLS with one client config.
+#[derive(Clone)]
+pub struct TlsConnector {
+    addr: SocketAddr,
+    dial: Arc<dyn Dial>,
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("addr", &self.addr)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl TlsConnector {
+    /// A connector for `addr`, verifying the upstream as `server_name`.
+    pub fn new(
+        addr: SocketAddr,
+        dial: Arc<dyn Dial>,
+        config: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        TlsConnector {
+            addr,
+            dial,
+            tls: tokio_rustls::TlsConnector::from(config),
+            server_name,
+        }
+    }
+
+    /// Open one TLS connection.
+    pub async fn connect(&self) -> Result<TlsConn, ConnectError> {
+        let addr = self.addr;
+        let tcp = self
+            .dial
+            .dial(addr)
+            .await
+            .map_err(|source| ConnectError::Dial { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|source| ConnectError::Tls { addr, source })?;
+        Ok(TlsConn(TokioIo::new(tls)))
+    }
+}
+
+impl tower_service::Service<Uri> for TlsConnector {
+    type Response = TlsConn;
+    type Error = ConnectError;
+    type Future = BoxFuture<'static, Result<TlsConn, ConnectError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        // The URI carries the client's authority (kept for Host/:authority); where to connect
+        // is this connector's fixed upstream address.
+        let this = self.clone();
+        Box::pin(async move { this.connect().await })
+    }
+}
+
+/// A TLS connection to an upstream, reporting ALPN h2 to the pool.
+#[derive(Debug)]
+pub struct TlsConn(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+
+impl TlsConn {
+    /// The raw stream (for upgrade connections driven by hand).
+    pub fn into_inner(self) -> TokioIo<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.0
+    }
+}
+
+impl Connection for TlsConn {
+    fn connected(&self) -> Connected {
+        let h2 = self.0.inner().get_ref().1.alpn_protocol() == Some(b"h2");
+        let connected = Connected::new();
+        if h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for TlsConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TlsConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
