@@ -137,13 +137,13 @@ pub fn authenticate(
     headers: &HeaderMap,
     names: &RequestHeaderNames,
 ) -> Result<CallerIdentity, AuthError> {
-    if let Some(cn) = &peer.front_proxy {
-        if let Some(user) = first_non_empty(headers, &names.username) {
-            return Ok(CallerIdentity::FrontProxy {
-                cn: cn.clone(),
-                user,
-            });
-        }
+    if let Some(cn) = &peer.front_proxy
+        && let Some(user) = first_non_empty(headers, &names.username)
+    {
+        return Ok(CallerIdentity::FrontProxy {
+            cn: cn.clone(),
+            user,
+        });
     }
     if let Some(X509User { name, groups, .. }) = &peer.x509 {
         return Ok(CallerIdentity::X509 {

@@ -137,6 +137,24 @@ impl Status {
     }
 }
 
+/// Go's answer to request headers over `MaxHeaderBytes` (plain text, as net/http writes it).
+/// `close` adds `Connection: close` (HTTP/1.x only).
+pub fn header_fields_too_large(close: bool) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"431 Request Header Fields Too Large",
+    )));
+    *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

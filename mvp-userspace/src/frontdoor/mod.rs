@@ -44,6 +44,8 @@ const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
 /// Time a client gets to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Go has no header-count limit (only the byte limit); hyper's default is 100.
+pub(crate) const MAX_HEADERS: usize = 16 * 1024;
 /// kube-apiserver's default h2 `MaxConcurrentStreams`.
 const H2_MAX_STREAMS: u32 = 100;
 
@@ -231,7 +233,8 @@ impl FrontDoor {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -259,8 +262,25 @@ fn client_authority(req: &Request<Incoming>) -> Result<Option<Authority>, ProxyE
     }
 }
 
+/// Bytes of the request head as Go counts them against `MaxHeaderBytes` (request line and
+/// `name: value\r\n` per field). hyper's buffer limit is only checked while a head is
+/// incomplete, so a head that arrives in one read could exceed it; this check is exact.
+fn head_bytes(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    req.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
+}
+
 impl Shared {
     async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        if head_bytes(&req) > MAX_HEADER_BYTES {
+            tracing::info!(client = %conn.client, "request headers over 1 MiB: 431");
+            let close = req.version() <= http::Version::HTTP_11;
+            return crate::status::header_fields_too_large(close).map(Either::Right);
+        }
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         match self.forward(conn, req).await {

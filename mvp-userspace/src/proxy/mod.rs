@@ -148,6 +148,7 @@ fn pooled_client(connector: TlsConnector) -> Client<TlsConnector, Incoming> {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_max_header_list_size(1 << 20)
+        .http1_max_headers(crate::frontdoor::MAX_HEADERS)
         .build(connector)
 }
 
@@ -251,6 +252,7 @@ impl Upstream {
             .await
             .map_err(|e| unavailable(Box::new(e)))?;
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(crate::frontdoor::MAX_HEADERS)
             .handshake::<_, Incoming>(io)
             .await
             .map_err(|e| unavailable(Box::new(e)))?;

@@ -175,8 +175,8 @@ impl ClientCertJudge {
         if let Some(verifier) = &self.requestheader_ca {
             match verifier.verify_client_cert(end_entity, intermediates, now) {
                 Ok(_) => {
-                    let allowed = self.allowed_names.is_empty()
-                        || self.allowed_names.iter().any(|n| *n == subject.name);
+                    let allowed =
+                        self.allowed_names.is_empty() || self.allowed_names.contains(&subject.name);
                     if allowed {
                         auth.front_proxy = Some(subject.name.clone());
                     } else {
