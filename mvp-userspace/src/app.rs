@@ -1,1 +1,368 @@
-//! (filled in by its owner)
+//! Wiring of `mvp run`: steering + listeners + relay + admin, and the shutdown order
+//! (clear the slot, drain within a deadline, detach).
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::addr::SteerTarget;
+use crate::admin::{self, AdminState};
+use crate::cli::{LogFormat, RunArgs};
+use crate::relay::{self, Relay, RelayError, RelayStats};
+use crate::steer::{
+    self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
+};
+
+/// How long a cleared listener keeps accepting what the kernel already queued for it.
+const ACCEPT_GRACE: Duration = Duration::from_millis(200);
+
+/// Errors of `mvp run`, each saying which part failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+    /// Steering (eBPF, namespace).
+    #[error(transparent)]
+    Steer(#[from] SteerError),
+    /// The proxy listener.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The admin endpoint.
+    #[error("admin: cannot serve on {addr} (in use? choose another --admin-address)")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The async runtime or signal handlers.
+    #[error("runtime: {what}")]
+    Runtime {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The configuration of `mvp run`, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Steered destinations.
+    pub steer: Vec<SteerTarget>,
+    /// Listener addresses (one per family).
+    pub listen: Vec<SocketAddr>,
+    /// Namespace to join and steer in.
+    pub netns: Option<PathBuf>,
+    /// Admin endpoint.
+    pub admin: SocketAddr,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+}
+
+impl RunConfig {
+    /// Validate CLI arguments.
+    pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
+        let steer = args.steer.clone();
+        for t in &steer {
+            let t = t.get();
+            let a = crate::addr::canonical(args.admin_address);
+            if t == a || (a.ip().is_unspecified() && a.port() == t.port()) {
+                return Err(AppError::Config(format!(
+                    "--admin-address {a} overlaps the steered {t}: pick an unsteered admin address"
+                )));
+            }
+        }
+        let listen = if args.listen.is_empty() {
+            // Loopback, ephemeral: reachable only through steering.
+            let mut l = Vec::new();
+            if steer.iter().any(|t| t.get().is_ipv4()) {
+                l.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+            }
+            if steer.iter().any(|t| t.get().is_ipv6()) {
+                l.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0));
+            }
+            l
+        } else {
+            args.listen.clone()
+        };
+        for t in &steer {
+            let fam = steer::listener::family_of(t.get());
+            if !listen.iter().any(|l| steer::listener::family_of(*l) == fam) {
+                return Err(AppError::Config(format!(
+                    "steered {t} has no {fam:?} listener: add a --listen of that family"
+                )));
+            }
+        }
+        Ok(RunConfig {
+            steer,
+            listen,
+            netns: args.netns.clone(),
+            admin: args.admin_address,
+            drain_timeout: args.drain_timeout(),
+        })
+    }
+}
+
+/// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and tests must see plain `key=value`.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_writer(io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// An error and its causes on one line, for the operator.
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out.replace('\n', " ")
+}
+
+/// Run the daemon until SIGINT/SIGTERM.
+pub fn run(cfg: RunConfig) -> Result<(), AppError> {
+    // Join the namespace before any thread exists: threads inherit it.
+    let netns = match &cfg.netns {
+        Some(path) => {
+            steer::enter_netns(path)?;
+            path.clone()
+        }
+        None => steer::own_netns(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| AppError::Runtime {
+            what: "cannot start the tokio runtime",
+            source,
+        })?;
+    runtime.block_on(serve(cfg, netns))
+}
+
+async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
+    let signal_err = |source| AppError::Runtime {
+        what: "cannot install SIGINT/SIGTERM handlers",
+        source,
+    };
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
+
+    let targets: Vec<SocketAddr> = cfg.steer.iter().map(|t| t.get()).collect();
+    let steering = Steering::load(&targets, &netns)?;
+    let handle = steering.handle();
+
+    let source = SteeredListeners::new(handle.clone());
+    let listeners = source.bind(&cfg.listen)?;
+    let own: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let stats = Arc::new(RelayStats::default());
+    let relay = Arc::new(Relay::new(
+        BypassConnector::new(handle.clone()),
+        own.clone(),
+        stats.clone(),
+    ));
+
+    let admin_listener = TcpListener::bind(cfg.admin)
+        .await
+        .map_err(|source| AppError::Admin {
+            addr: cfg.admin,
+            source,
+        })?;
+    let admin_state = Arc::new(AdminState {
+        counters: Box::new({
+            let h = handle.clone();
+            move || h.counters()
+        }),
+        ready: Box::new({
+            let h = handle.clone();
+            move || h.is_ready()
+        }),
+        relay: stats,
+    });
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        admin_stop.clone(),
+    ));
+
+    // One accept task per listener, feeding one queue.
+    let (tx, mut rx) = mpsc::channel::<TcpStream>(1024);
+    let mut acceptors = JoinSet::new();
+    // `activate` needs the listeners, acceptors need ownership: register first.
+    source.activate(&listeners)?;
+    for listener in listeners {
+        let tx = tx.clone();
+        acceptors.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((conn, _)) => {
+                        if tx.send(conn).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                }
+            }
+        });
+    }
+    drop(tx);
+    tracing::info!(listeners = ?own, admin = %cfg.admin, "ready: listener in the SOCKMAP");
+
+    let mut conns = JoinSet::new();
+    let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
+        let relay = relay.clone();
+        conns.spawn(async move {
+            let result = match relay::addresses(&conn) {
+                Ok((client, orig)) => relay.relay(conn, client, orig).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e @ (RelayError::Loop { .. } | RelayError::Upstream { .. })) => {
+                    tracing::warn!(error = %one_line(&e), "connection not relayed")
+                }
+                Err(e) => tracing::debug!(error = %one_line(&e), "connection ended"),
+            }
+        });
+    };
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            Some(conn) = rx.recv() => spawn(&mut conns, conn),
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    };
+
+    // Shutdown: out of the path first (new SYNs fail open to the server behind), then
+    // take what the kernel already queued, then drain.
+    tracing::info!(
+        signal = signal_name,
+        "shutting down: clearing the listener slot"
+    );
+    let cleared = source.deactivate();
+    if let Err(e) = &cleared {
+        tracing::error!(error = %one_line(e), "could not clear the slot; detaching instead");
+    }
+    let grace = tokio::time::sleep(ACCEPT_GRACE);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = &mut grace => break,
+            Some(conn) = rx.recv() => spawn(&mut conns, conn),
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    acceptors.shutdown().await;
+    let in_flight = conns.len();
+    tracing::info!(in_flight, deadline = ?cfg.drain_timeout, "draining");
+    let drained = tokio::time::timeout(cfg.drain_timeout, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = conns.len(),
+            "drain deadline passed; closing remaining connections"
+        );
+        conns.shutdown().await;
+    }
+    steering.detach()?;
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn config(args: &[&str]) -> Result<RunConfig, AppError> {
+        let cli = Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
+            .expect("parses");
+        let Command::Run(r) = cli.command;
+        RunConfig::from_args(&r)
+    }
+
+    #[test]
+    fn default_listeners_follow_the_steered_families() {
+        let c = config(&["run", "--steer", "198.18.0.1:6443"]).expect("valid");
+        assert_eq!(c.listen, vec!["127.0.0.1:0".parse().expect("addr")]);
+        let c = config(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "[fd00:6d76:70::1]:6443",
+        ])
+        .expect("valid");
+        assert_eq!(c.listen.len(), 2);
+    }
+
+    #[test]
+    fn admin_must_not_be_steered() {
+        let e = config(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--admin-address",
+            "0.0.0.0:6443",
+        ])
+        .expect_err("overlap");
+        assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn each_steered_family_needs_a_listener() {
+        let e = config(&[
+            "run",
+            "--steer",
+            "[fd00:6d76:70::1]:6443",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .expect_err("no v6 listener");
+        assert!(e.to_string().contains("V6"), "{e}");
+    }
+
+    #[test]
+    fn one_line_joins_causes() {
+        let e = AppError::Admin {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            source: io::Error::other("in use"),
+        };
+        let line = one_line(&e);
+        assert!(line.starts_with("admin: cannot serve on 127.0.0.1:1"));
+        assert!(line.ends_with(": in use"));
+    }
+}

@@ -1,7 +1,8 @@
 //! mvp: the Kubernetes Mixed Version Proxy as a node daemon.
 //!
 //! Rooms, bottom to top (see ARCHITECTURE.md):
-//! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel.
+//! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel
+//!   (bpf(), setns). Exposes [`steer::ListenerSource`] and [`steer::UpstreamConnector`].
 //! - [`addr`]: typed addresses so client, original destination and upstream cannot be confused.
 //! - [`tls`]: serving TLS (the apiserver's reloaded cert, client certs judged like
 //!   kube-apiserver) and upstream TLS (plain and front-proxy client configs).
@@ -10,12 +11,15 @@
 //! - [`proxy`]: upstream pools, streaming forwarding, upgrades, the `Route` seam.
 //! - [`status`]: Kubernetes `Status` responses mvp writes itself.
 //! - [`frontdoor`]: the L7 front door tying TLS → HTTP → identity → route → proxy.
-//! - [`relay`]: the L4 relay used until the L7 front door lands.
-//! - [`app`]: wiring of the daemon (`mvp run`).
+//! - [`relay`]: the L4 relay (`mvp run` without TLS flags: steering only, no TLS termination).
+//! - [`admin`]: /healthz, /readyz, /metrics.
+//! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod frontdoor;
 pub mod identity;
 pub mod proxy;

@@ -5,9 +5,11 @@
 //! - [`eventually`]: eventually-asserts with patience tunable by `MVP_TEST_PATIENCE_MS`.
 //! - [`trace`]: tracing set up once per test binary.
 //! - [`bins`]: paths of the workspace's built binaries.
+//! - [`echo`]: name-echo servers and dials that prove which socket got a connection.
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod echo;
 pub mod eventually;
 pub mod labapi;
 pub mod netns;

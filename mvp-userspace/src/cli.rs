@@ -1,0 +1,133 @@
+//! Command line (clap). Parsing only; `app` does the work.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::addr::SteerTarget;
+
+/// mvp: the Kubernetes Mixed Version Proxy as a node daemon.
+#[derive(Debug, Parser)]
+#[command(name = "mvp", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Steer connections for the given addresses into mvp and relay them.
+    Run(RunArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `mvp run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Destination (address, port) to steer into mvp, e.g. 198.18.0.1:6443. Repeatable.
+    /// Loopback is refused: it is never steered.
+    #[arg(long = "steer", value_name = "ADDR:PORT", required = true, num_args = 1..)]
+    pub steer: Vec<SteerTarget>,
+    /// Where mvp's listener binds (one per address family). Default: 127.0.0.1:0 and/or
+    /// [::1]:0 for the families being steered.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Network namespace to steer in (default: mvp's own).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Admin endpoint (/healthz, /readyz, /metrics); must not be a steered address.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub admin_address: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Seconds to let in-flight connections finish on SIGINT/SIGTERM.
+    #[arg(long = "drain-timeout", value_name = "SECONDS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+impl RunArgs {
+    /// The drain deadline.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
+    }
+
+    fn run(args: &[&str]) -> RunArgs {
+        match parse(args).expect("parses").command {
+            Command::Run(r) => r,
+        }
+    }
+
+    #[test]
+    fn run_with_defaults() {
+        let r = run(&["run", "--steer", "198.18.0.1:6443"]);
+        assert_eq!(r.steer.len(), 1);
+        assert_eq!(r.steer[0].get(), "198.18.0.1:6443".parse().expect("addr"));
+        assert!(r.listen.is_empty());
+        assert_eq!(r.netns, None);
+        assert_eq!(r.admin_address, "127.0.0.1:9464".parse().expect("addr"));
+        assert_eq!(r.log_format, LogFormat::Text);
+        assert_eq!(r.drain_timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn run_with_everything() {
+        let r = run(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "[fd00:6d76:70::1]:6443",
+            "--listen",
+            "127.0.0.1:7000",
+            "--netns",
+            "/run/netns/x",
+            "--admin-address",
+            "127.0.0.1:9000",
+            "--log-format",
+            "json",
+            "--drain-timeout",
+            "3",
+        ]);
+        assert_eq!(r.steer.len(), 2);
+        assert_eq!(r.listen, vec!["127.0.0.1:7000".parse().expect("addr")]);
+        assert_eq!(r.netns, Some(PathBuf::from("/run/netns/x")));
+        assert_eq!(r.log_format, LogFormat::Json);
+        assert_eq!(r.drain_timeout(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_problem() {
+        for (args, want) in [
+            (vec!["run"], "--steer"),
+            (vec!["run", "--steer", "localhost:6443"], "not ADDR:PORT"),
+            (vec!["run", "--steer", "127.0.0.1:6443"], "loopback"),
+            (
+                vec!["run", "--steer", "198.18.0.1:6443", "--log-format", "xml"],
+                "xml",
+            ),
+        ] {
+            let err = parse(&args).expect_err("must fail").to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}
