@@ -413,7 +413,10 @@ mod tests {
     fn loopback_source_is_always_bypassed() {
         // Another mvp instance's upstream: not in our tuple map, but from loopback.
         let t = Sets::default().steer(Endpoint::v4(NODE, 6443));
-        let l = tcp(Endpoint::v4(NODE, 6443), Endpoint::v4([127, 0, 0, 1], 50000));
+        let l = tcp(
+            Endpoint::v4(NODE, 6443),
+            Endpoint::v4([127, 0, 0, 1], 50000),
+        );
         assert_eq!(decide(&l, &t), Decision::Bypass);
         let t6 = Sets::default().steer(Endpoint::v6(NODE6, 6443));
         let mut lo6 = [0u8; 16];

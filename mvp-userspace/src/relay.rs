@@ -77,6 +77,8 @@ pub struct RelayStats {
 }
 
 /// The client and original destination of an accepted connection.
+// Once per connection, never on a hot path: the error's size does not matter.
+#[allow(clippy::result_large_err)]
 pub fn addresses(conn: &TcpStream) -> Result<(ClientAddr, OrigDstAddr), RelayError> {
     let client = conn.peer_addr().map_err(RelayError::Addresses)?;
     let orig = conn.local_addr().map_err(RelayError::Addresses)?;

@@ -134,7 +134,10 @@ pub fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<Reply> {
         ));
     };
     let seen_peer = peer.parse().map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("bad peer {peer:?}: {e}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad peer {peer:?}: {e}"),
+        )
     })?;
     Ok(Reply {
         name: name.to_string(),

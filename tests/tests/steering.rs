@@ -157,10 +157,7 @@ impl Mvp {
             if let Some(rest) = key.strip_prefix("mvp_steering_connections_total{outcome=\"") {
                 out.insert(rest.trim_end_matches("\"}").to_string(), value);
             } else if let Some(rest) = key.strip_prefix("mvp_relay_connections_total{result=\"") {
-                out.insert(
-                    format!("relay_{}", rest.trim_end_matches("\"}")),
-                    value,
-                );
+                out.insert(format!("relay_{}", rest.trim_end_matches("\"}")), value);
             }
         }
         out
@@ -169,7 +166,10 @@ impl Mvp {
     /// Assert the steering counters (and relay `accepted`) exactly.
     fn assert_counts(&self, server: &Netns, steered: u64, bypassed: u64, not_matched: u64) {
         let m = self.metrics(server);
-        let got = |k: &str| *m.get(k).unwrap_or_else(|| panic!("metric {k} missing: {m:?}"));
+        let got = |k: &str| {
+            *m.get(k)
+                .unwrap_or_else(|| panic!("metric {k} missing: {m:?}"))
+        };
         assert_eq!(
             (
                 got("steered"),
@@ -375,20 +375,31 @@ fn kill_9_fails_open(fam: Fam) {
                     let after_kill = killed.load(Ordering::SeqCst);
                     let outcome = echo::dial(fam.server(), DIAL_TIMEOUT).map_err(|e| e.to_string());
                     if let Ok(mut a) = attempts.lock() {
-                        a.push(Attempt { after_kill, outcome });
+                        a.push(Attempt {
+                            after_kill,
+                            outcome,
+                        });
                     }
                 }
             })
         });
         eventually("20 connections relayed by mvp before the kill", || {
             let n = count(&|a| a.outcome.as_ref().is_ok_and(|r| !r.is_direct()));
-            if n >= 20 { Ok(()) } else { Err(format!("{n} so far")) }
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} so far"))
+            }
         });
         mvp.kill9();
         killed.store(true, Ordering::SeqCst);
         eventually("50 connections opened after the kill", || {
             let n = count(&|a| a.after_kill);
-            if n >= 50 { Ok(()) } else { Err(format!("{n} so far")) }
+            if n >= 50 {
+                Ok(())
+            } else {
+                Err(format!("{n} so far"))
+            }
         });
     });
 
@@ -399,10 +410,17 @@ fn kill_9_fails_open(fam: Fam) {
         .iter()
         .filter(|a| a.outcome.as_ref().is_ok_and(|r| !r.is_direct()))
         .count();
-    let failed_around: Vec<_> = before.iter().filter_map(|a| a.outcome.as_ref().err()).collect();
+    let failed_around: Vec<_> = before
+        .iter()
+        .filter_map(|a| a.outcome.as_ref().err())
+        .collect();
     let after_direct = after
         .iter()
-        .filter(|a| a.outcome.as_ref().is_ok_and(|r| r.is_direct() && r.name == "apiserver"))
+        .filter(|a| {
+            a.outcome
+                .as_ref()
+                .is_ok_and(|r| r.is_direct() && r.name == "apiserver")
+        })
         .count();
     eprintln!(
         "kill -9 summary ({fam:?}): {} connections opened before the kill completed ({relayed_before} relayed by mvp, {} direct, {} failed around the kill{}); {} opened after the kill: {after_direct} reached the apiserver directly, {} failed",
@@ -449,7 +467,11 @@ fn restart_resumes_steering() {
     assert_relayed(&t.dial_from_client(fam.server()), fam);
     first.assert_counts(&t.server, 1, 1, 0);
     let status = first.terminate();
-    assert!(status.success(), "SIGTERM must exit 0, got {status}:\n{}", first.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM must exit 0, got {status}:\n{}",
+        first.log_text()
+    );
 
     assert_direct(&t.dial_from_client(fam.server()), "apiserver");
 
@@ -478,7 +500,11 @@ fn newest_overlapping_instance_wins() {
     // were bypassed by both programs.
     newer.assert_counts(&t.server, N, N, 0);
     let relay_accepted = |m: &Mvp| m.metrics(&t.server)["relay_accepted"];
-    assert_eq!(relay_accepted(&older), 0, "the older instance got connections");
+    assert_eq!(
+        relay_accepted(&older),
+        0,
+        "the older instance got connections"
+    );
 
     newer.kill9();
     assert_relayed(&t.dial_from_client(fam.server()), fam);

@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub use config::{ConfigError, FrontDoorArgs, FrontDoorConfig};
 
+use crate::addr::ClientAddr;
 use crate::identity::{self, CallerIdentity, RequestHeaderNames};
 use crate::proxy::{self, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream};
 use crate::tls::{
@@ -74,6 +75,8 @@ pub struct ConnInfo {
 
 struct Shared {
     tls: Arc<ServerConfig>,
+    /// The upstream dialer, for the loop guard (is a client one of our own upstream sockets?).
+    dial: Option<Arc<dyn Dial>>,
     judge: ClientCertJudge,
     names: RequestHeaderNames,
     route: Arc<dyn Route>,
@@ -111,9 +114,11 @@ impl FrontDoor {
             TargetKind::Local,
             config.upstream,
             &upstream_tls,
-            dial,
+            dial.clone(),
         ));
-        Self::with_route(config, Arc::new(LocalOnly(local)))
+        let mut door = Self::with_route(config, Arc::new(LocalOnly(local)))?;
+        Arc::get_mut(&mut door.shared).expect("not shared yet").dial = Some(dial);
+        Ok(door)
     }
 
     /// Build with a caller-supplied router (peers, tests).
@@ -163,6 +168,7 @@ impl FrontDoor {
         Ok(FrontDoor {
             shared: Arc::new(Shared {
                 tls: Arc::new(server),
+                dial: None,
                 judge,
                 names: config.header_names.clone(),
                 route,
@@ -201,6 +207,16 @@ impl FrontDoor {
 
     /// Serve one connection to completion.
     pub async fn serve_connection(&self, tcp: TcpStream, client: SocketAddr) {
+        let client = crate::addr::canonical(client);
+        if let Some(dial) = &self.shared.dial
+            && dial.is_own(ClientAddr::new(client))
+        {
+            tracing::warn!(
+                %client,
+                "refusing a connection from mvp's own upstream socket (loop guard; is the bypass map working?)"
+            );
+            return;
+        }
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls.clone());
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -1,5 +1,6 @@
-//! Upstream connections: a [`Dial`] (plain TCP, or later steer's bypass-registering socket)
-//! followed by a rustls client handshake. Implements the connector the pooled client needs.
+//! Upstream connections: a [`Dial`] (any of steer's [`UpstreamConnector`]s: the
+//! bypass-registering one under steering, a plain one otherwise) followed by a rustls client
+//! handshake. Implements the connector the pooled client needs.
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,22 +13,29 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 
-/// Opens the TCP connection to an upstream address. The seam where eBPF steering's bypass
-/// registration plugs in for non-loopback upstreams.
-pub trait Dial: fmt::Debug + Send + Sync + 'static {
+use crate::addr::{ClientAddr, UpstreamAddr};
+use crate::steer::{self, UpstreamConnector};
+
+/// The TCP stream under an upstream TLS connection (holds steer's loop-guard claim).
+pub type TcpUpstream = steer::Upstream;
+
+/// Opens the TCP connection to an upstream address: an object-safe view of steer's
+/// [`UpstreamConnector`] (implemented for all of them).
+pub trait Dial: Send + Sync + 'static {
     /// Connect to `addr`.
-    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<TcpStream>>;
+    fn dial(&self, addr: UpstreamAddr) -> BoxFuture<'_, Result<TcpUpstream, steer::ConnectError>>;
+    /// Loop guard: is `peer` one of our own upstream sockets?
+    fn is_own(&self, peer: ClientAddr) -> bool;
 }
 
-/// A plain `connect()`; right for loopback upstreams, which are never steered.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DirectDial;
+impl<C: UpstreamConnector> Dial for C {
+    fn dial(&self, addr: UpstreamAddr) -> BoxFuture<'_, Result<TcpUpstream, steer::ConnectError>> {
+        Box::pin(self.connect(addr))
+    }
 
-impl Dial for DirectDial {
-    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<TcpStream>> {
-        Box::pin(TcpStream::connect(addr))
+    fn is_own(&self, peer: ClientAddr) -> bool {
+        UpstreamConnector::is_own(self, peer)
     }
 }
 
@@ -35,15 +43,15 @@ impl Dial for DirectDial {
 /// retried (here or on another upstream).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// TCP connect failed.
+    /// TCP connect failed (steer's error says whether a retry is allowed and what to check).
     #[error(
-        "connecting to upstream {addr}: {source} (is the apiserver running and listening there? see --upstream)"
+        "connecting to upstream {addr} (is the apiserver running and listening there? see --upstream)"
     )]
     Dial {
         /// Where.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        source: steer::ConnectError,
     },
     /// TLS handshake failed (often: cert not valid for --upstream-server-name, or not signed by
     /// --upstream-ca-file).
@@ -97,10 +105,11 @@ impl TlsConnector {
         let addr = self.addr;
         let tcp = self
             .dial
-            .dial(addr)
+            .dial(UpstreamAddr::new(addr))
             .await
             .map_err(|source| ConnectError::Dial { addr, source })?;
-        let _ = tcp.set_nodelay(true);
+        // TLS records + Nagle + delayed ACK would stall small writes (h2 frames, watch events).
+        let _ = tcp.get_ref().set_nodelay(true);
         let tls = self
             .tls
             .connect(self.server_name.clone(), tcp)
@@ -129,11 +138,11 @@ impl tower_service::Service<Uri> for TlsConnector {
 
 /// A TLS connection to an upstream, reporting ALPN h2 to the pool.
 #[derive(Debug)]
-pub struct TlsConn(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+pub struct TlsConn(TokioIo<tokio_rustls::client::TlsStream<TcpUpstream>>);
 
 impl TlsConn {
     /// The raw stream (for upgrade connections driven by hand).
-    pub fn into_inner(self) -> TokioIo<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub fn into_inner(self) -> TokioIo<tokio_rustls::client::TlsStream<TcpUpstream>> {
         self.0
     }
 }

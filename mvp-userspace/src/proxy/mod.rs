@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-pub use connector::{ConnectError, Dial, DirectDial, TlsConnector};
+pub use connector::{ConnectError, Dial, TlsConnector};
 
 use crate::identity::CallerIdentity;
 use crate::status::Status;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mvp_common::{Counter, EndpointKey};
+#[cfg(not(mvp_no_ebpf))]
 use parking_lot::Mutex;
 
 pub use listener::{ListenError, ListenerSource, PlainListeners, SteeredListeners};
@@ -76,6 +77,7 @@ impl SteerError {
         false
     }
 
+    #[cfg_attr(mvp_no_ebpf, allow(dead_code))]
     fn classify(
         what: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
@@ -96,6 +98,7 @@ impl SteerError {
 }
 
 /// The first OS error code in an error's source chain.
+#[cfg_attr(mvp_no_ebpf, allow(dead_code))]
 fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {

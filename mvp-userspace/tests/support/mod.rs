@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use mvp::frontdoor::{FrontDoor, FrontDoorConfig};
 use mvp::identity::RequestHeaderNames;
-use mvp::proxy::DirectDial;
+use mvp::steer::DirectConnector;
 
 use pki::{Pair, Pki};
 
@@ -88,7 +88,8 @@ impl Drop for Mvp {
 impl Mvp {
     pub async fn start(config: &FrontDoorConfig) -> Mvp {
         init_tracing();
-        let door = FrontDoor::new(config, Arc::new(DirectDial)).expect("front door builds");
+        let door = FrontDoor::new(config, Arc::new(DirectConnector::default()))
+            .expect("front door builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reloader = door.spawn_cert_reloader();
