@@ -1,5 +1,9 @@
-//! Wiring of `mvp run`: steering + listeners + relay + admin, and the shutdown order
-//! (clear the slot, drain within a deadline, detach).
+//! Wiring of `mvp run`: steering + listeners + (front door | L4 relay) + admin, and the
+//! shutdown order (clear the slot, drain within a deadline, detach).
+//!
+//! With `--tls-cert-file` the steered connections are served by the L7 front door
+//! ([`crate::frontdoor`]), which forwards to `--upstream` through the bypass connector;
+//! without it they are relayed at L4 to their original destination ([`crate::relay`]).
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::SteerTarget;
 use crate::admin::{self, AdminState};
 use crate::cli::{LogFormat, RunArgs};
+use crate::frontdoor::{FrontDoor, FrontDoorConfig, FrontDoorError};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
     self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
@@ -44,6 +49,9 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
+    /// The L7 front door (flags, TLS material).
+    #[error("front door: {0}")]
+    FrontDoor(#[from] FrontDoorError),
     /// The async runtime or signal handlers.
     #[error("runtime: {what}")]
     Runtime {
@@ -68,6 +76,8 @@ pub struct RunConfig {
     pub admin: SocketAddr,
     /// Drain deadline.
     pub drain_timeout: Duration,
+    /// The L7 front door; None = L4 relay.
+    pub front_door: Option<FrontDoorConfig>,
 }
 
 impl RunConfig {
@@ -110,6 +120,15 @@ impl RunConfig {
             netns: args.netns.clone(),
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
+            front_door: if args.front_door.enabled() {
+                Some(
+                    args.front_door
+                        .to_config()
+                        .map_err(|e| AppError::FrontDoor(e.into()))?,
+                )
+            } else {
+                None
+            },
         })
     }
 }
@@ -180,6 +199,15 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    // TLS material is loaded before the listener enters the SOCKMAP (readiness).
+    let front_door = match &cfg.front_door {
+        Some(config) => Some(FrontDoor::new(
+            config,
+            Arc::new(BypassConnector::new(handle.clone())),
+        )?),
+        None => None,
+    };
+    let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
     let relay = Arc::new(Relay::new(
         BypassConnector::new(handle.clone()),
@@ -232,10 +260,25 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         });
     }
     drop(tx);
-    tracing::info!(listeners = ?own, admin = %cfg.admin, "ready: listener in the SOCKMAP");
+    tracing::info!(
+        listeners = ?own,
+        admin = %cfg.admin,
+        mode = if front_door.is_some() { "front door (L7)" } else { "relay (L4)" },
+        "ready: listener in the SOCKMAP"
+    );
 
     let mut conns = JoinSet::new();
     let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
+        if let Some(door) = &front_door {
+            let door = door.clone();
+            conns.spawn(async move {
+                match conn.peer_addr() {
+                    Ok(client) => door.serve_connection(conn, client).await,
+                    Err(e) => tracing::debug!(error = %e, "client left before it was served"),
+                }
+            });
+            return;
+        }
         let relay = relay.clone();
         conns.spawn(async move {
             let result = match relay::addresses(&conn) {
@@ -293,6 +336,9 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             "drain deadline passed; closing remaining connections"
         );
         conns.shutdown().await;
+    }
+    if let Some(task) = cert_reloader {
+        task.abort();
     }
     steering.detach()?;
     admin_stop.cancel();
