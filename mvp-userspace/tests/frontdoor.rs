@@ -299,6 +299,48 @@ async fn watch_events_arrive_one_by_one_while_the_stream_is_open() {
     }
 }
 
+fn watch_curl(pki: &Pki, url: &str, proto: &str) -> tokio::process::Child {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "-N", proto, "--cacert"])
+        .arg(&pki.cluster_ca_file)
+        .arg("--cert")
+        .arg(&pki.admin.cert)
+        .arg("--key")
+        .arg(&pki.admin.key)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The apiserver limits h2 streams per connection (100 by default). If mvp funnelled every
+/// client into one shared upstream h2 connection, the (limit+1)th concurrent watch would
+/// wait forever for a stream. Upstream connections follow client connections, so it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_watches_beyond_one_connections_stream_limit_all_stream() {
+    let pki = Pki::new();
+    let upstream = Upstream::start_with(&pki, "127.0.0.1:0".parse().unwrap(), 2).await;
+    let mvp = Mvp::start(&config(&pki, upstream.addr)).await;
+    let mut watches = Vec::new();
+    for i in 0..4 {
+        let events = upstream.watch_id(&i.to_string());
+        let mut child = watch_curl(&pki, &mvp.url(&format!("/watch?id={i}")), "--http2");
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        watches.push((events, child, lines));
+    }
+    for (i, (events, _, lines)) in watches.iter_mut().enumerate() {
+        let event = format!("{{\"type\":\"ADDED\",\"object\":{{\"n\":{i}}}}}");
+        events.send(format!("{event}\n").into()).await.unwrap();
+        let line = tokio::time::timeout(support::patience(), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("watch {i} stalled: upstream stream limit hit"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, event);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_carries_identity_and_splices_both_ways() {
     let (pki, _upstream, mvp) = setup().await;

@@ -33,7 +33,9 @@ pub use config::{ConfigError, FrontDoorArgs, FrontDoorConfig};
 
 use crate::addr::ClientAddr;
 use crate::identity::{self, CallerIdentity, RequestHeaderNames};
-use crate::proxy::{self, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream};
+use crate::proxy::{
+    self, ConnectionAffinity, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream,
+};
 use crate::tls::{
     self, ClientCertJudge, PeerCertAuth, ReloadingServerCert, RequestClientCert, TlsError,
     UpstreamTls,
@@ -71,6 +73,8 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// What the client certificate authenticates.
     pub peer: PeerCertAuth,
+    /// This connection's upstream connections.
+    pub upstreams: ConnectionAffinity,
 }
 
 struct Shared {
@@ -237,7 +241,11 @@ impl FrontDoor {
         if !peer.rejected_because.is_empty() {
             tracing::debug!(%client, why = ?peer.rejected_because, "client certificate authenticates nothing");
         }
-        let conn = Arc::new(ConnInfo { client, peer });
+        let conn = Arc::new(ConnInfo {
+            client,
+            peer,
+            upstreams: ConnectionAffinity::default(),
+        });
         let shared = self.shared.clone();
         let service = service_fn(move |req| {
             let shared = shared.clone();
@@ -350,7 +358,9 @@ impl Shared {
             None => Authority::try_from(upstream.addr().to_string())
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
         };
-        upstream.forward(req, &identity, authority).await
+        upstream
+            .forward(req, &identity, authority, &conn.upstreams)
+            .await
     }
 }
 

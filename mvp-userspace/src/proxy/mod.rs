@@ -1,7 +1,13 @@
 //! Forwarding: one [`Upstream`] per target (today the local apiserver; later also peers),
-//! each with two connection pools — one without a client certificate (bearer-token and
-//! anonymous callers) and one with mvp's front-proxy certificate (x509 and front-proxy
-//! callers) — so an anonymous request never arrives with a front-proxy cert and no user.
+//! each with two kinds of connection — without a client certificate (bearer-token and
+//! anonymous callers) and with mvp's front-proxy certificate (x509 and front-proxy callers)
+//! — so an anonymous request never arrives with a front-proxy cert and no user.
+//!
+//! Upstream connections follow downstream connections ([`ConnectionAffinity`]): each client
+//! connection gets its own upstream connection(s), reused for its requests and closed with
+//! it. The apiserver thus sees the same connections and stream concurrency it would see
+//! without mvp — in particular one shared h2 connection can never hit the apiserver's
+//! per-connection stream limit (100 by default) and stall new requests behind long watches.
 //!
 //! Bodies are streamed both ways (hyper `Incoming` handed straight through; backpressure is
 //! hyper's), nothing is buffered, and no timeout applies to a request once it is forwarded, so
@@ -37,14 +43,57 @@ pub enum TargetKind {
     Peer(String),
 }
 
-/// One upstream apiserver and its pools.
+/// One upstream apiserver: how to connect to it, with and without the front-proxy cert.
 pub struct Upstream {
     kind: TargetKind,
     addr: SocketAddr,
-    plain: Client<TlsConnector, Incoming>,
-    front_proxy: Option<Client<TlsConnector, Incoming>>,
+    plain: TlsConnector,
+    front_proxy: Option<TlsConnector>,
     plain_upgrade: TlsConnector,
     front_proxy_upgrade: Option<TlsConnector>,
+}
+
+/// The upstream connections of one downstream connection, by (upstream, front-proxy cert).
+/// Created per accepted connection, dropped with it (closing its idle upstream connections).
+#[derive(Default)]
+pub struct ConnectionAffinity {
+    clients: parking_lot::Mutex<Vec<(SocketAddr, bool, Client<TlsConnector, Incoming>)>>,
+}
+
+impl std::fmt::Debug for ConnectionAffinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionAffinity")
+            .field("clients", &self.clients.lock().len())
+            .finish()
+    }
+}
+
+impl ConnectionAffinity {
+    /// The client for `upstream` with or without the front-proxy cert (made on first use).
+    fn client(
+        &self,
+        upstream: &Upstream,
+        front_proxy: bool,
+    ) -> Result<Client<TlsConnector, Incoming>, ProxyError> {
+        let mut clients = self.clients.lock();
+        if let Some((_, _, client)) = clients
+            .iter()
+            .find(|(addr, fp, _)| *addr == upstream.addr && *fp == front_proxy)
+        {
+            return Ok(client.clone());
+        }
+        let connector = if front_proxy {
+            upstream
+                .front_proxy
+                .clone()
+                .ok_or(ProxyError::NoFrontProxyCert)?
+        } else {
+            upstream.plain.clone()
+        };
+        let client = pooled_client(connector);
+        clients.push((upstream.addr, front_proxy, client.clone()));
+        Ok(client)
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -161,11 +210,8 @@ impl Upstream {
         Upstream {
             kind,
             addr,
-            plain: pooled_client(connector(&tls.plain)),
-            front_proxy: tls
-                .front_proxy
-                .as_ref()
-                .map(|c| pooled_client(connector(c))),
+            plain: connector(&tls.plain),
+            front_proxy: tls.front_proxy.as_ref().map(connector),
             plain_upgrade: connector(&tls.plain_upgrade),
             front_proxy_upgrade: tls.front_proxy_upgrade.as_ref().map(connector),
         }
@@ -183,25 +229,21 @@ impl Upstream {
 
     /// Forward a request whose headers already carry the caller's identity (see
     /// [`crate::identity::apply`]) and are free of hop-by-hop fields. `authority` is the
-    /// client's authority, kept as Host/`:authority`.
+    /// client's authority, kept as Host/`:authority`. `affinity` holds the downstream
+    /// connection's upstream connections.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         identity: &CallerIdentity,
         authority: Authority,
+        affinity: &ConnectionAffinity,
     ) -> Result<Response<Incoming>, ProxyError> {
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let client = if identity.needs_front_proxy_cert() {
-            self.front_proxy
-                .as_ref()
-                .ok_or(ProxyError::NoFrontProxyCert)?
-        } else {
-            &self.plain
-        };
+        let client = affinity.client(self, identity.needs_front_proxy_cert())?;
         *req.uri_mut() = Uri::builder()
             .scheme(Scheme::HTTPS)
             .authority(authority)

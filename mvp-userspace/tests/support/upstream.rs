@@ -5,6 +5,7 @@
 //! Special paths: `/big?bytes=N` streams N bytes; `/watch` streams whatever the test pushes
 //! into [`Upstream::watch`]; an `Upgrade: websocket` request becomes a WebSocket that first
 //! sends the echo text, then echoes messages.
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ type Body = Either<
 pub struct Upstream {
     pub addr: SocketAddr,
     pub requests: Arc<AtomicUsize>,
-    watch: Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>,
+    watch: Arc<Mutex<HashMap<String, mpsc::Receiver<Bytes>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,21 +45,31 @@ impl Drop for Upstream {
 impl Upstream {
     /// The next `/watch` request streams what is sent on the returned channel.
     pub fn watch(&self) -> mpsc::Sender<Bytes> {
+        self.watch_id("")
+    }
+
+    /// The next `/watch?id=<id>` request streams what is sent on the returned channel.
+    pub fn watch_id(&self, id: &str) -> mpsc::Sender<Bytes> {
         let (tx, rx) = mpsc::channel(16);
-        *self.watch.lock() = Some(rx);
+        self.watch.lock().insert(id.to_owned(), rx);
         tx
     }
 
     pub async fn start(pki: &Pki) -> Upstream {
-        Self::start_on(pki, "127.0.0.1:0".parse().unwrap()).await
+        Self::start_with(pki, "127.0.0.1:0".parse().unwrap(), 100).await
     }
 
     pub async fn start_on(pki: &Pki, addr: SocketAddr) -> Upstream {
+        Self::start_with(pki, addr, 100).await
+    }
+
+    /// `h2_max_streams`: the per-connection stream limit (kube-apiserver's default is 100).
+    pub async fn start_with(pki: &Pki, addr: SocketAddr, h2_max_streams: u32) -> Upstream {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = Arc::new(server_config(pki));
         let requests = Arc::new(AtomicUsize::new(0));
-        let watch = Arc::new(Mutex::new(None));
+        let watch = Arc::new(Mutex::new(HashMap::new()));
         let (r, w) = (requests.clone(), watch.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -90,7 +101,10 @@ impl Upstream {
                         .http1()
                         .max_buf_size((1 << 20) + 4096)
                         .max_headers(16 * 1024);
-                    builder.http2().max_header_list_size((1 << 20) + 4096);
+                    builder
+                        .http2()
+                        .max_header_list_size((1 << 20) + 4096)
+                        .max_concurrent_streams(h2_max_streams);
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), service)
                         .await;
@@ -167,7 +181,7 @@ fn echo_text(req: &Request<Incoming>, peer_cn: &str) -> String {
 async fn handle(
     mut req: Request<Incoming>,
     peer_cn: &str,
-    watch: &Mutex<Option<mpsc::Receiver<Bytes>>>,
+    watch: &Mutex<HashMap<String, mpsc::Receiver<Bytes>>>,
 ) -> Response<Body> {
     let text = echo_text(&req, peer_cn);
     let path = req.uri().path().to_owned();
@@ -233,9 +247,14 @@ async fn handle(
             .unwrap();
     }
     if path == "/watch" {
+        let id = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("id="))
+            .unwrap_or("");
         let rx = watch
             .lock()
-            .take()
+            .remove(id)
             .expect("test must call Upstream::watch first");
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok(Frame::data(b)), rx))
