@@ -53,11 +53,14 @@ pub struct Upstream {
     front_proxy_upgrade: Option<TlsConnector>,
 }
 
+/// A pooled HTTP client over one [`TlsConnector`] (h2 or HTTP/1.1 by ALPN).
+type PooledClient = Client<TlsConnector, Incoming>;
+
 /// The upstream connections of one downstream connection, by (upstream, front-proxy cert).
 /// Created per accepted connection, dropped with it (closing its idle upstream connections).
 #[derive(Default)]
 pub struct ConnectionAffinity {
-    clients: parking_lot::Mutex<Vec<(SocketAddr, bool, Client<TlsConnector, Incoming>)>>,
+    clients: parking_lot::Mutex<Vec<(SocketAddr, bool, PooledClient)>>,
 }
 
 impl std::fmt::Debug for ConnectionAffinity {
@@ -74,7 +77,7 @@ impl ConnectionAffinity {
         &self,
         upstream: &Upstream,
         front_proxy: bool,
-    ) -> Result<Client<TlsConnector, Incoming>, ProxyError> {
+    ) -> Result<PooledClient, ProxyError> {
         let mut clients = self.clients.lock();
         if let Some((_, _, client)) = clients
             .iter()
@@ -191,7 +194,7 @@ impl ProxyError {
     }
 }
 
-fn pooled_client(connector: TlsConnector) -> Client<TlsConnector, Incoming> {
+fn pooled_client(connector: TlsConnector) -> PooledClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
