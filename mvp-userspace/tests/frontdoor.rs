@@ -444,6 +444,58 @@ async fn replaced_serving_cert_is_presented_to_new_handshakes() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// kube-apiserver reloads its client CA bundles; `kubeadm certs renew` rewrites the
+/// front-proxy client pair. New connections must use what is on disk now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_client_ca_and_front_proxy_client_cert_apply_to_new_connections() {
+    let (pki, _upstream, mvp) = setup().await;
+    let url = mvp.url("/api");
+    let r = curl(&pki, Some(&pki.unknown), &[url.as_str()]).await;
+    assert_eq!(r.status, 401, "not trusted yet: {r:?}");
+
+    // Trust the new CA too (a CA rotation bundle), written beside and renamed over.
+    let bundle = format!(
+        "{}{}",
+        std::fs::read_to_string(&pki.cluster_ca_file).unwrap(),
+        std::fs::read_to_string(&pki.unknown_ca_file).unwrap()
+    );
+    let tmp = pki.dir.path().join("ca.crt.new");
+    std::fs::write(&tmp, bundle).unwrap();
+    std::fs::rename(&tmp, &pki.cluster_ca_file).unwrap();
+    let r = support::eventually("a cert of the newly trusted CA to authenticate", || async {
+        let r = curl(&pki, Some(&pki.unknown), &[url.as_str()]).await;
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    })
+    .await;
+    assert_eq!(r.echoed("x-remote-user"), ["admin"]);
+
+    // Renew mvp's front-proxy client cert.
+    let renewed = pki.front_proxy_ca.client(
+        pki.dir.path(),
+        "front-proxy-client-renewed",
+        "front-proxy-client-renewed",
+        &[],
+        false,
+    );
+    std::fs::rename(&renewed.key, &pki.proxy_client.key).unwrap();
+    std::fs::rename(&renewed.cert, &pki.proxy_client.cert).unwrap();
+    support::eventually(
+        "new upstream connections to present the renewed cert",
+        || async {
+            let r = curl(&pki, Some(&pki.admin), &[url.as_str()]).await;
+            match r.echoed("peer-cn").as_slice() {
+                [cn] if cn == "front-proxy-client-renewed" => Ok(()),
+                other => Err(format!("upstream saw {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431_and_malformed_requests_get_400() {
     let (pki, upstream, mvp) = setup().await;

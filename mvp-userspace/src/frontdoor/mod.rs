@@ -37,7 +37,7 @@ use crate::proxy::{
     self, ConnectionAffinity, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream,
 };
 use crate::tls::{
-    self, ClientCertJudge, PeerCertAuth, ReloadingServerCert, RequestClientCert, TlsError,
+    self, ClientCertJudge, PeerCertAuth, Reload, ReloadingKeyPair, RequestClientCert, TlsError,
     UpstreamTls,
 };
 
@@ -81,7 +81,7 @@ struct Shared {
     tls: Arc<ServerConfig>,
     /// The upstream dialer, for the loop guard (is a client one of our own upstream sockets?).
     dial: Option<Arc<dyn Dial>>,
-    judge: ClientCertJudge,
+    judge: Arc<ClientCertJudge>,
     names: RequestHeaderNames,
     route: Arc<dyn Route>,
 }
@@ -90,7 +90,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct FrontDoor {
     shared: Arc<Shared>,
-    serving_cert: Arc<ReloadingServerCert>,
+    reload: Vec<Arc<dyn Reload>>,
     reload_interval: Duration,
 }
 
@@ -120,38 +120,27 @@ impl FrontDoor {
             &upstream_tls,
             dial.clone(),
         ));
-        let mut door = Self::with_route(config, Arc::new(LocalOnly(local)))?;
+        let mut door = Self::with_route(config, Arc::new(LocalOnly(local)), &upstream_tls)?;
         Arc::get_mut(&mut door.shared).expect("not shared yet").dial = Some(dial);
         Ok(door)
     }
 
-    /// Build with a caller-supplied router (peers, tests).
+    /// Build with a caller-supplied router (peers, tests). `upstream_tls` is what the
+    /// router's upstreams were built with (its front-proxy pair is reloaded with the rest).
     pub fn with_route(
         config: &FrontDoorConfig,
         route: Arc<dyn Route>,
+        upstream_tls: &UpstreamTls,
     ) -> Result<Self, FrontDoorError> {
         let provider = tls::provider();
-        let client_ca = config
-            .client_ca_file
-            .as_deref()
-            .map(tls::load_roots)
-            .transpose()?;
-        let requestheader_ca = config
-            .requestheader_client_ca_file
-            .as_deref()
-            .map(tls::load_roots)
-            .transpose()?;
-        let mut hints = Vec::new();
-        for roots in client_ca.iter().chain(requestheader_ca.iter()) {
-            hints.extend(roots.subjects());
-        }
-        let judge = ClientCertJudge::new(
-            client_ca,
-            requestheader_ca,
+        let judge = Arc::new(ClientCertJudge::load(
+            config.client_ca_file.as_deref(),
+            config.requestheader_client_ca_file.as_deref(),
             config.requestheader_allowed_names.clone(),
             &provider,
-        )?;
-        let serving_cert = Arc::new(ReloadingServerCert::load(
+        )?);
+        let serving_cert = Arc::new(ReloadingKeyPair::load(
+            "--tls-cert-file/--tls-private-key-file",
             &config.tls_cert_file,
             &config.tls_private_key_file,
             provider.clone(),
@@ -163,12 +152,19 @@ impl FrontDoor {
                 source,
             })?;
         let builder = if judge.requests_certs() {
-            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new(hints, &provider)))
+            builder.with_client_cert_verifier(Arc::new(RequestClientCert::new(
+                judge.hints(),
+                &provider,
+            )))
         } else {
             builder.with_no_client_auth()
         };
         let mut server = builder.with_cert_resolver(serving_cert.clone());
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut reload: Vec<Arc<dyn Reload>> = vec![serving_cert, judge.clone()];
+        if let Some(pair) = &upstream_tls.proxy_client {
+            reload.push(pair.clone());
+        }
         Ok(FrontDoor {
             shared: Arc::new(Shared {
                 tls: Arc::new(server),
@@ -177,14 +173,15 @@ impl FrontDoor {
                 names: config.header_names.clone(),
                 route,
             }),
-            serving_cert,
+            reload,
             reload_interval: config.tls_reload_interval,
         })
     }
 
-    /// Start polling the serving cert files; abort the handle to stop.
+    /// Start polling the TLS files (serving pair, client CAs, front-proxy client pair);
+    /// abort the handle to stop.
     pub fn spawn_cert_reloader(&self) -> tokio::task::JoinHandle<()> {
-        tls::spawn_reloader(self.serving_cert.clone(), self.reload_interval)
+        tls::spawn_reloader(self.reload.clone(), self.reload_interval)
     }
 
     /// Accept connections from `listener` forever (spawns a task per connection).

@@ -73,11 +73,7 @@ impl std::fmt::Debug for ConnectionAffinity {
 
 impl ConnectionAffinity {
     /// The client for `upstream` with or without the front-proxy cert (made on first use).
-    fn client(
-        &self,
-        upstream: &Upstream,
-        front_proxy: bool,
-    ) -> Result<PooledClient, ProxyError> {
+    fn client(&self, upstream: &Upstream, front_proxy: bool) -> Result<PooledClient, ProxyError> {
         let mut clients = self.clients.lock();
         if let Some((_, _, client)) = clients
             .iter()

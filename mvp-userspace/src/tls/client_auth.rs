@@ -12,6 +12,7 @@
 //! the certificate it presented (the CertificateVerify signature), and advertises both CAs as
 //! acceptable issuers. [`ClientCertJudge`] then verifies the chain once per connection against
 //! each CA separately and records what the certificate may be used for ([`PeerCertAuth`]).
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -21,7 +22,10 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use super::TlsError;
+use parking_lot::RwLock;
+
+use super::reload::{Reload, WatchedFiles};
+use super::{TlsError, load_roots};
 
 /// The handshake half: request a client cert, accept any whose key the client proves to hold.
 #[derive(Debug)]
@@ -111,12 +115,23 @@ pub struct PeerCertAuth {
     pub rejected_because: Vec<String>,
 }
 
-/// Verifies presented chains against the client CA and the requestheader CA.
+/// Verifies presented chains against the client CA and the requestheader CA; the CA bundles
+/// are reloaded when their files change (as kube-apiserver does).
 #[derive(Debug)]
 pub struct ClientCertJudge {
+    client_ca_file: Option<PathBuf>,
+    requestheader_ca_file: Option<PathBuf>,
+    allowed_names: Vec<String>,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<Verifiers>>,
+    files: WatchedFiles,
+}
+
+#[derive(Debug)]
+struct Verifiers {
     client_ca: Option<Arc<dyn ClientCertVerifier>>,
     requestheader_ca: Option<Arc<dyn ClientCertVerifier>>,
-    allowed_names: Vec<String>,
+    hints: Vec<DistinguishedName>,
 }
 
 fn verifier(
@@ -132,28 +147,63 @@ fn verifier(
         })
 }
 
+fn load_verifiers(
+    client_ca_file: Option<&Path>,
+    requestheader_ca_file: Option<&Path>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Verifiers, TlsError> {
+    let client_ca = client_ca_file.map(load_roots).transpose()?;
+    let requestheader_ca = requestheader_ca_file.map(load_roots).transpose()?;
+    let mut hints = Vec::new();
+    for roots in client_ca.iter().chain(requestheader_ca.iter()) {
+        hints.extend(roots.subjects());
+    }
+    Ok(Verifiers {
+        client_ca: client_ca
+            .map(|roots| verifier(roots, provider, "--client-ca-file"))
+            .transpose()?,
+        requestheader_ca: requestheader_ca
+            .map(|roots| verifier(roots, provider, "--requestheader-client-ca-file"))
+            .transpose()?,
+        hints,
+    })
+}
+
 impl ClientCertJudge {
-    /// Build from the two CA bundles (either may be absent, as on kube-apiserver).
-    pub fn new(
-        client_ca: Option<RootCertStore>,
-        requestheader_ca: Option<RootCertStore>,
+    /// Load the two CA bundles (either may be absent, as on kube-apiserver).
+    pub fn load(
+        client_ca_file: Option<&Path>,
+        requestheader_ca_file: Option<&Path>,
         allowed_names: Vec<String>,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, TlsError> {
+        let files = WatchedFiles::new(
+            client_ca_file
+                .iter()
+                .chain(requestheader_ca_file.iter())
+                .map(|p| p.to_path_buf())
+                .collect(),
+        );
+        let verifiers = load_verifiers(client_ca_file, requestheader_ca_file, provider)?;
         Ok(ClientCertJudge {
-            client_ca: client_ca
-                .map(|roots| verifier(roots, provider, "--client-ca-file"))
-                .transpose()?,
-            requestheader_ca: requestheader_ca
-                .map(|roots| verifier(roots, provider, "--requestheader-client-ca-file"))
-                .transpose()?,
+            client_ca_file: client_ca_file.map(Path::to_path_buf),
+            requestheader_ca_file: requestheader_ca_file.map(Path::to_path_buf),
             allowed_names,
+            provider: provider.clone(),
+            current: RwLock::new(Arc::new(verifiers)),
+            files,
         })
+    }
+
+    /// The subjects of both CAs as loaded at start-up (advertised in the handshake; clients
+    /// such as client-go send their configured cert regardless).
+    pub fn hints(&self) -> Vec<DistinguishedName> {
+        self.current.read().hints.clone()
     }
 
     /// Whether any client CA is configured (else no client cert is requested at all).
     pub fn requests_certs(&self) -> bool {
-        self.client_ca.is_some() || self.requestheader_ca.is_some()
+        self.client_ca_file.is_some() || self.requestheader_ca_file.is_some()
     }
 
     /// Judge the chain a client presented (`chain[0]` is the end entity).
@@ -165,6 +215,7 @@ impl ClientCertJudge {
             presented: true,
             ..PeerCertAuth::default()
         };
+        let verifiers = self.current.read().clone();
         let subject = match subject_of(end_entity) {
             Ok(subject) => subject,
             Err(why) => {
@@ -172,7 +223,7 @@ impl ClientCertJudge {
                 return auth;
             }
         };
-        if let Some(verifier) = &self.requestheader_ca {
+        if let Some(verifier) = &verifiers.requestheader_ca {
             match verifier.verify_client_cert(end_entity, intermediates, now) {
                 Ok(_) => {
                     let allowed =
@@ -191,7 +242,7 @@ impl ClientCertJudge {
                     .push(format!("requestheader CA: {error}")),
             }
         }
-        if let Some(verifier) = &self.client_ca {
+        if let Some(verifier) = &verifiers.client_ca {
             match verifier.verify_client_cert(end_entity, intermediates, now) {
                 Ok(_) => auth.x509 = Some(subject),
                 Err(error) => auth.rejected_because.push(format!("client CA: {error}")),
@@ -201,6 +252,24 @@ impl ClientCertJudge {
             auth.rejected_because.clear();
         }
         auth
+    }
+}
+
+impl Reload for ClientCertJudge {
+    fn what(&self) -> &str {
+        "--client-ca-file/--requestheader-client-ca-file"
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        self.files.reload_with(|| {
+            let verifiers = load_verifiers(
+                self.client_ca_file.as_deref(),
+                self.requestheader_ca_file.as_deref(),
+                &self.provider,
+            )?;
+            *self.current.write() = Arc::new(verifiers);
+            Ok(())
+        })
     }
 }
 

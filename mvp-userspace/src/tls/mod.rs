@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use client_auth::{ClientCertJudge, PeerCertAuth, RequestClientCert, X509User};
-pub use reload::{ReloadingServerCert, spawn_reloader};
+pub use reload::{Reload, ReloadingKeyPair, WatchedFiles, spawn_reloader};
 pub use upstream::UpstreamTls;
 
 /// Errors while loading TLS material or building TLS configs (start-up and reload boundary).

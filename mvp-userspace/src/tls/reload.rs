@@ -1,16 +1,20 @@
-//! The serving certificate, reloaded from disk without a restart.
+//! TLS material reloaded from disk without a restart.
 //!
-//! kubeadm (and cert-manager, and `kubeadm certs renew`) rewrite the apiserver's cert and key in
-//! place or by rename; kube-apiserver notices and serves the new pair. mvp does the same by
-//! polling the two files' identity (inode, size, mtime in ns) and swapping an `Arc` that the
-//! TLS resolver hands to each new handshake. Connections already up keep the cert they got.
-//! A half-written or mismatched pair is not taken: the old pair stays and the next tick retries.
+//! kubeadm (`kubeadm certs renew`), cert-manager and Kubernetes secret volumes rewrite certs in
+//! place or by rename; kube-apiserver notices and uses the new files. mvp does the same for
+//! everything it reads: the serving pair (new handshakes get the new cert), the front-proxy
+//! client pair (new upstream connections present the new cert) and the client CAs (new
+//! connections are judged against the new bundles). Files are polled by identity (device,
+//! inode, size, mtime in ns; symlinks followed) and the parsed result swapped behind an `Arc`.
+//! A half-written or mismatched pair is not taken: the old one stays, the next tick retries.
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use rustls::SignatureScheme;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -27,7 +31,6 @@ struct FileStamp {
 }
 
 fn stamp(path: &Path) -> Option<FileStamp> {
-    // Follow symlinks: Kubernetes secret volumes swap a `..data` symlink.
     let meta = std::fs::metadata(path).ok()?;
     Some(FileStamp {
         dev: meta.dev(),
@@ -37,31 +40,76 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// A `ResolvesServerCert` whose cert can be swapped while serving.
+/// A set of files and the stamps of their last successful load.
 #[derive(Debug)]
-pub struct ReloadingServerCert {
+pub struct WatchedFiles {
+    paths: Vec<PathBuf>,
+    seen: Mutex<Vec<Option<FileStamp>>>,
+}
+
+impl WatchedFiles {
+    /// Start watching `paths` as they are now (call before the first load).
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        let seen = paths.iter().map(|p| stamp(p)).collect();
+        WatchedFiles {
+            paths,
+            seen: Mutex::new(seen),
+        }
+    }
+
+    /// Run `load` if any file changed since the last successful load; keep the new stamps
+    /// only if it succeeded. `Ok(true)` when something was loaded.
+    pub fn reload_with(
+        &self,
+        load: impl FnOnce() -> Result<(), TlsError>,
+    ) -> Result<bool, TlsError> {
+        let now: Vec<_> = self.paths.iter().map(|p| stamp(p)).collect();
+        if *self.seen.lock() == now {
+            return Ok(false);
+        }
+        load()?;
+        *self.seen.lock() = now;
+        Ok(true)
+    }
+}
+
+/// Something that reloads itself from files when they change.
+pub trait Reload: Send + Sync + 'static {
+    /// What this is, for logs (e.g. "--tls-cert-file/--tls-private-key-file").
+    fn what(&self) -> &str;
+    /// Reload if the files changed. `Ok(true)` when new material was taken.
+    fn reload_if_changed(&self) -> Result<bool, TlsError>;
+}
+
+/// A cert/key pair that can be swapped while in use: a `ResolvesServerCert` for serving and a
+/// `ResolvesClientCert` for mvp's front-proxy client certificate.
+#[derive(Debug)]
+pub struct ReloadingKeyPair {
+    what: String,
     cert_path: PathBuf,
     key_path: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
-    seen: Mutex<(Option<FileStamp>, Option<FileStamp>)>,
+    files: WatchedFiles,
 }
 
-impl ReloadingServerCert {
-    /// Load the pair now; fails if it cannot (start-up must not serve without a cert).
+impl ReloadingKeyPair {
+    /// Load the pair now; fails if it cannot (start-up must not run without it).
     pub fn load(
+        what: &str,
         cert_path: &Path,
         key_path: &Path,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, TlsError> {
-        let seen = (stamp(cert_path), stamp(key_path));
+        let files = WatchedFiles::new(vec![cert_path.to_owned(), key_path.to_owned()]);
         let key = load_certified_key(cert_path, key_path, &provider)?;
-        Ok(ReloadingServerCert {
+        Ok(ReloadingKeyPair {
+            what: what.to_owned(),
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             provider,
             current: RwLock::new(Arc::new(key)),
-            seen: Mutex::new(seen),
+            files,
         })
     }
 
@@ -69,30 +117,45 @@ impl ReloadingServerCert {
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current.read().clone()
     }
+}
 
-    /// Reload if either file changed since the last successful load.
-    /// Returns `Ok(true)` when a new pair was taken.
-    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = (stamp(&self.cert_path), stamp(&self.key_path));
-        if *self.seen.lock() == now {
-            return Ok(false);
-        }
-        let key = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
-        *self.current.write() = Arc::new(key);
-        *self.seen.lock() = now;
-        Ok(true)
+impl Reload for ReloadingKeyPair {
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        self.files.reload_with(|| {
+            let key = load_certified_key(&self.cert_path, &self.key_path, &self.provider)?;
+            *self.current.write() = Arc::new(key);
+            Ok(())
+        })
     }
 }
 
-impl ResolvesServerCert for ReloadingServerCert {
+impl ResolvesServerCert for ReloadingKeyPair {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
 }
 
-/// Poll the files every `interval` until the returned task is aborted.
+impl ResolvesClientCert for ReloadingKeyPair {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Poll every `reloadable` each `interval` until the returned task is aborted.
 pub fn spawn_reloader(
-    cert: Arc<ReloadingServerCert>,
+    reloadable: Vec<Arc<dyn Reload>>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -100,19 +163,26 @@ pub fn spawn_reloader(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            // File reads are small and rare; a blocking read on the runtime is acceptable here,
-            // but keep it off the reactor thread anyway.
-            let cert = cert.clone();
-            let result = tokio::task::spawn_blocking(move || cert.reload_if_changed()).await;
-            match result {
-                Ok(Ok(true)) => tracing::info!("serving certificate reloaded from disk"),
-                Ok(Ok(false)) => {}
-                Ok(Err(error)) => tracing::warn!(
-                    %error,
-                    "serving certificate changed on disk but could not be loaded; \
-                     still serving the previous one, retrying"
-                ),
-                Err(error) => tracing::error!(%error, "certificate reload task failed"),
+            for item in &reloadable {
+                // Small, rare file reads: keep them off the reactor threads anyway.
+                let item = item.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let result = item.reload_if_changed();
+                    (item, result)
+                })
+                .await;
+                match result {
+                    Ok((item, Ok(true))) => {
+                        tracing::info!(what = item.what(), "reloaded from disk")
+                    }
+                    Ok((_, Ok(false))) => {}
+                    Ok((item, Err(error))) => tracing::warn!(
+                        what = item.what(),
+                        %error,
+                        "changed on disk but could not be loaded; keeping the previous one, retrying"
+                    ),
+                    Err(error) => tracing::error!(%error, "TLS reload task failed"),
+                }
             }
         }
     })

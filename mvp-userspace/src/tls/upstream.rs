@@ -8,7 +8,8 @@ use rustls::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::ServerName;
 
-use super::{TlsError, load_certs, load_key, load_roots};
+use super::reload::ReloadingKeyPair;
+use super::{TlsError, load_roots};
 
 /// ALPN for pooled request connections: the pool speaks h2 when the upstream offers it.
 const ALPN_POOLED: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -28,6 +29,8 @@ pub struct UpstreamTls {
     pub front_proxy_upgrade: Option<Arc<ClientConfig>>,
     /// The name the upstream's cert is verified for (and sent as SNI).
     pub server_name: ServerName<'static>,
+    /// mvp's front-proxy client pair, reloaded from disk (poll it with `tls::spawn_reloader`).
+    pub proxy_client: Option<Arc<ReloadingKeyPair>>,
 }
 
 impl UpstreamTls {
@@ -55,23 +58,26 @@ impl UpstreamTls {
             Arc::new(config)
         };
         let plain = builder()?.with_no_client_auth();
-        let front_proxy = match proxy_client {
-            None => None,
-            Some((cert, key)) => {
-                let chain = load_certs(cert)?;
-                let key_der = load_key(key)?;
-                Some(
-                    builder()?
-                        .with_client_auth_cert(chain, key_der)
-                        .map_err(|source| TlsError::Rustls {
-                            what: format!(
-                                "--proxy-client-cert-file {} / --proxy-client-key-file {}",
-                                cert.display(),
-                                key.display()
-                            ),
-                            source,
-                        })?,
+        let proxy_client = proxy_client
+            .map(|(cert, key)| {
+                ReloadingKeyPair::load(
+                    "--proxy-client-cert-file/--proxy-client-key-file",
+                    cert,
+                    key,
+                    provider.clone(),
                 )
+                .map(Arc::new)
+            })
+            .transpose()?;
+        let front_proxy = match &proxy_client {
+            None => None,
+            Some(pair) => {
+                let mut config = builder()?.with_client_cert_resolver(pair.clone());
+                // A resumed session keeps the identity of the cert it was made with: after a
+                // renewal the apiserver would keep seeing the old (eventually expired) cert.
+                // Identity-bearing connections always do a full handshake.
+                config.resumption = rustls::client::Resumption::disabled();
+                Some(config)
             }
         };
         Ok(UpstreamTls {
@@ -82,6 +88,7 @@ impl UpstreamTls {
                 .map(|config| with_alpn(config, ALPN_UPGRADE)),
             front_proxy: front_proxy.map(|config| with_alpn(config, ALPN_POOLED)),
             server_name,
+            proxy_client,
         })
     }
 }

@@ -121,8 +121,12 @@ pub struct Pki {
     pub outer_front_proxy: Pair,
     /// A front-proxy-CA cert whose CN is not allowed.
     pub bad_front_proxy: Pair,
-    /// A cert from a CA nobody trusts.
+    /// A cert from a CA nobody trusts (yet).
     pub unknown: Pair,
+    /// That CA.
+    pub unknown_ca_file: PathBuf,
+    /// The front-proxy CA (to issue renewed front-proxy client certs).
+    pub front_proxy_ca: Ca,
     /// An expired cert from the client CA.
     pub expired: Pair,
 }
@@ -155,8 +159,10 @@ impl Pki {
             ),
             bad_front_proxy: front_proxy_ca.client(d, "bad-front-proxy", "not-allowed", &[], false),
             unknown: unknown_ca.client(d, "unknown", "admin", &["system:masters"], false),
+            unknown_ca_file: unknown_ca.write(d, "unknown-ca"),
             expired: cluster_ca.client(d, "expired", "admin", &["system:masters"], true),
             cluster_ca,
+            front_proxy_ca,
             dir,
         }
     }
