@@ -324,6 +324,10 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         }
     }
     acceptors.shutdown().await;
+    if let Some(door) = &front_door {
+        // Queued connections were taken; now ask clients to go (GOAWAY / Connection: close).
+        door.begin_drain();
+    }
     let in_flight = conns.len();
     tracing::info!(in_flight, deadline = ?cfg.drain_timeout, "draining");
     let drained = tokio::time::timeout(cfg.drain_timeout, async {

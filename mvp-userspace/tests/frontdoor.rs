@@ -551,6 +551,46 @@ async fn oversized_headers_get_431_and_malformed_requests_get_400() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_idle_connections_and_lets_open_watches_finish() {
+    let (pki, upstream, mvp) = setup().await;
+    // An idle HTTP/1.1 keep-alive connection after one exchange.
+    let mut idle = support::tls_connect(mvp.addr, support::client_tls(&pki, None, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    idle.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A watch in progress.
+    let events = upstream.watch();
+    let mut child = watch_curl(&pki, &mvp.url("/watch"), "--http2");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    events.send("{\"n\":1}\n".into()).await.unwrap();
+    assert_eq!(lines.next_line().await.unwrap().unwrap(), "{\"n\":1}");
+
+    mvp.door.begin_drain();
+
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(support::patience(), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "idle keep-alive connection closed on drain");
+    events.send("{\"n\":2}\n".into()).await.unwrap();
+    assert_eq!(
+        lines.next_line().await.unwrap().unwrap(),
+        "{\"n\":2}",
+        "the open watch keeps streaming while draining"
+    );
+    drop(events);
+    assert!(lines.next_line().await.unwrap().is_none());
+    assert!(child.wait().await.unwrap().success(), "watch ended cleanly");
+}
+
 /// Send raw bytes over TLS (HTTP/1.1) and read until mvp closes the connection.
 async fn raw_exchange(pki: &Pki, mvp: &Mvp, request: &[u8]) -> String {
     let mut tls = support::tls_connect(mvp.addr, support::client_tls(pki, None, &[b"http/1.1"]))

@@ -28,6 +28,7 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, FrontDoorArgs, FrontDoorConfig};
 
@@ -92,6 +93,7 @@ pub struct FrontDoor {
     shared: Arc<Shared>,
     reload: Vec<Arc<dyn Reload>>,
     reload_interval: Duration,
+    drain: CancellationToken,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -175,6 +177,7 @@ impl FrontDoor {
             }),
             reload,
             reload_interval: config.tls_reload_interval,
+            drain: CancellationToken::new(),
         })
     }
 
@@ -261,12 +264,27 @@ impl FrontDoor {
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
             .max_header_list_size(MAX_HEADER_BYTES as u32);
-        if let Err(error) = builder
-            .serve_connection_with_upgrades(TokioIo::new(tls), service)
-            .await
-        {
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = self.drain.cancelled() => {
+                // HTTP/1.1: close after the current response; h2: GOAWAY, finish open streams.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
             tracing::debug!(%client, %error, "connection ended with an error");
         }
+    }
+
+    /// Start draining: idle keep-alive connections close now, HTTP/1.1 connections after
+    /// their current response, h2 connections get GOAWAY and finish their open streams.
+    /// Call after the listener left the SOCKMAP (new connections fail open to the
+    /// apiserver); long watches end at the caller's drain deadline and clients re-watch.
+    pub fn begin_drain(&self) {
+        self.drain.cancel();
     }
 }
 
@@ -303,7 +321,7 @@ impl Shared {
             return crate::status::header_fields_too_large(close).map(Either::Right);
         }
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         match self.forward(conn, req).await {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
@@ -311,7 +329,7 @@ impl Shared {
                 tracing::info!(
                     client = %conn.client,
                     %method,
-                    %path,
+                    path = uri.path(),
                     side = ?error.side(),
                     retryable = error.retryable(),
                     code = status.code.as_u16(),

@@ -74,6 +74,7 @@ pub fn config(pki: &Pki, upstream: SocketAddr) -> FrontDoorConfig {
 /// An in-process mvp front door on 127.0.0.1:<ephemeral>.
 pub struct Mvp {
     pub addr: SocketAddr,
+    pub door: FrontDoor,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,11 +94,13 @@ impl Mvp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reloader = door.spawn_cert_reloader();
+        let serving = door.clone();
         let server = tokio::spawn(async move {
-            door.serve(listener).await.unwrap();
+            serving.serve(listener).await.unwrap();
         });
         Mvp {
             addr,
+            door,
             tasks: vec![reloader, server],
         }
     }
