@@ -101,6 +101,70 @@ async fn bearer_token_passes_untouched_without_identity_headers_or_client_cert()
     }
 }
 
+/// kubectl (client-go: h2, its own TLS stack) as the client, x509 and token users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_x509_and_token_users_reach_the_apiserver_as_themselves() {
+    let (pki, _upstream, mvp) = setup().await;
+    let kubeconfig = pki.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+             - name: tok\n  user:\n    token: s3cr3t\n\
+             contexts:\n- name: admin\n  context:\n    cluster: c\n    user: admin\n\
+             - name: tok\n  context:\n    cluster: c\n    user: tok\n\
+             current-context: admin\n",
+            mvp.url(""),
+            pki.cluster_ca_file.display(),
+            pki.admin.cert.display(),
+            pki.admin.key.display(),
+        ),
+    )
+    .unwrap();
+    let kubectl = |context: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            let out = tokio::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "--context",
+                    context,
+                    "get",
+                    "--raw",
+                    "/api/v1/namespaces?limit=1",
+                ])
+                .output()
+                .await
+                .expect("kubectl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let echo = kubectl("admin").await;
+    assert!(
+        echo.starts_with("GET /api/v1/namespaces?limit=1 HTTP/2.0\n"),
+        "{echo}"
+    );
+    assert!(echo.contains("\nx-remote-user: admin\n"), "{echo}");
+    assert!(
+        echo.contains("\nx-remote-group: system:masters\nx-remote-group: team-b\n"),
+        "{echo}"
+    );
+    assert!(echo.contains("\npeer-cn: front-proxy-client\n"), "{echo}");
+    assert!(echo.contains("\nuser-agent: kubectl/"), "{echo}");
+    let echo = kubectl("tok").await;
+    assert!(echo.contains("\nauthorization: Bearer s3cr3t\n"), "{echo}");
+    assert!(!echo.contains("x-remote-user"), "{echo}");
+    assert!(echo.contains("\npeer-cn: -\n"), "{echo}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_caller_has_no_identity_and_no_client_cert_upstream() {
     let (pki, _upstream, mvp) = setup().await;
@@ -383,6 +447,60 @@ async fn websocket_upgrade_carries_identity_and_splices_both_ways() {
         assert_eq!(echo, msg);
     }
     ws.close(None).await.unwrap();
+}
+
+/// `kubectl exec` over SPDY/3.1: an HTTP/1.1 Upgrade; after 101 the stream is raw bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spdy_upgrade_carries_identity_and_splices_raw_bytes() {
+    let (pki, _upstream, mvp) = setup().await;
+    let mut tls = support::tls_connect(
+        mvp.addr,
+        support::client_tls(&pki, Some(&pki.admin), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(
+        b"POST /api/v1/namespaces/default/pods/p/exec?command=sh&stdin=true HTTP/1.1\r\n\
+          Host: kube\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+          X-Stream-Protocol-Version: v4.channel.k8s.io\r\nX-Remote-User: bob\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut reader = tokio::io::BufReader::new(tls);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(support::patience(), reader.read_line(&mut line))
+            .await
+            .expect("upgrade answered")
+            .unwrap();
+        assert!(n > 0, "connection closed early: {seen}");
+        if line == "--\n" {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(
+        seen.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("\r\nupgrade: spdy/3.1\r\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("\nx-remote-user: admin\n"), "{seen}");
+    assert!(!seen.contains("bob"), "{seen}");
+    assert!(
+        seen.contains("\nx-stream-protocol-version: v4.channel.k8s.io\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("\npeer-cn: front-proxy-client\n"), "{seen}");
+    let mut tls = reader.into_inner();
+    tls.write_all(b"raw spdy frame bytes").await.unwrap();
+    let mut echo = [0u8; 20];
+    tls.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"raw spdy frame bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

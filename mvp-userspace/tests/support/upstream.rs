@@ -185,6 +185,29 @@ async fn handle(
 ) -> Response<Body> {
     let text = echo_text(&req, peer_cn);
     let path = req.uri().path().to_owned();
+    let upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if let Some(protocol) = upgrade.filter(|p| !p.eq_ignore_ascii_case("websocket")) {
+        // SPDY/3.1 (kubectl exec/attach/port-forward before WebSockets): after 101 the
+        // stream is raw; send the echo text, then echo bytes back.
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let upgraded = on_upgrade.await.unwrap();
+            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+            wr.write_all(text.as_bytes()).await.unwrap();
+            wr.write_all(b"--\n").await.unwrap();
+            let _ = tokio::io::copy(&mut rd, &mut wr).await;
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "Upgrade")
+            .header("upgrade", protocol)
+            .body(Either::Left(Full::default()))
+            .unwrap();
+    }
     if req.headers().contains_key(http::header::UPGRADE) {
         let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
         let on_upgrade = hyper::upgrade::on(&mut req);
