@@ -14,6 +14,7 @@
 //! - [`relay`]: the L4 relay (`mvp run` without TLS flags: steering only, no TLS termination).
 //! - [`admin`]: /healthz, /readyz, /metrics.
 //! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
+//! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
 
 pub mod addr;
@@ -27,3 +28,10 @@ pub mod relay;
 pub mod status;
 pub mod steer;
 pub mod tls;
+
+// Brain (pure core, no I/O).
+pub mod discovery;
+pub mod request_info;
+pub mod route;
+#[cfg(test)]
+mod test_fixtures;

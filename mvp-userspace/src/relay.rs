@@ -35,9 +35,9 @@ pub enum RelayError {
         client: ClientAddr,
         /// The original destination.
         orig_dst: OrigDstAddr,
-        /// Why.
+        /// Why (boxed: keeps the error small on the hot path).
         #[source]
-        source: ConnectError,
+        source: Box<ConnectError>,
     },
     /// Copying ended with an I/O error (a reset on either side).
     #[error("relay: {client} -> {orig_dst}: connection ended with an error")]
@@ -77,8 +77,6 @@ pub struct RelayStats {
 }
 
 /// The client and original destination of an accepted connection.
-// Once per connection, never on a hot path: the error's size does not matter.
-#[allow(clippy::result_large_err)]
 pub fn addresses(conn: &TcpStream) -> Result<(ClientAddr, OrigDstAddr), RelayError> {
     let client = conn.peer_addr().map_err(RelayError::Addresses)?;
     let orig = conn.local_addr().map_err(RelayError::Addresses)?;
@@ -139,7 +137,7 @@ impl<C: UpstreamConnector> Relay<C> {
                 return Err(RelayError::Upstream {
                     client,
                     orig_dst,
-                    source,
+                    source: Box::new(source),
                 });
             }
         };

@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mvp_common::{Counter, EndpointKey};
-#[cfg(not(mvp_no_ebpf))]
-use parking_lot::Mutex;
 
 pub use listener::{ListenError, ListenerSource, PlainListeners, SteeredListeners};
 pub use upstream::{BypassConnector, ConnectError, DirectConnector, Upstream, UpstreamConnector};
@@ -77,6 +75,7 @@ impl SteerError {
         false
     }
 
+    // Without the eBPF object nothing is loaded, so nothing needs classifying.
     #[cfg_attr(mvp_no_ebpf, allow(dead_code))]
     fn classify(
         what: &'static str,
@@ -163,6 +162,7 @@ impl Counters {
 #[cfg(not(mvp_no_ebpf))]
 mod maps {
     use aya::maps::{HashMap, MapData, PerCpuArray, SockMap};
+    use parking_lot::Mutex;
 
     use super::*;
 
@@ -343,11 +343,11 @@ impl Steering {
                 .map_err(|e| SteerError::classify("adding a steered port", e))?;
         }
         let maps = maps::Maps {
-            listeners: Mutex::new(
+            listeners: parking_lot::Mutex::new(
                 SockMap::try_from(take(&mut ebpf, names::LISTENERS)?)
                     .map_err(|e| SteerError::classify("opening LISTENERS", e))?,
             ),
-            bypass: Mutex::new(
+            bypass: parking_lot::Mutex::new(
                 HashMap::try_from(take(&mut ebpf, names::BYPASS_SRC)?)
                     .map_err(|e| SteerError::classify("opening BYPASS_SRC", e))?,
             ),
