@@ -57,7 +57,12 @@ pub struct FrontDoorArgs {
     /// Name the upstream's serving cert is verified for (in every apiserver cert's SANs).
     #[arg(long, default_value = "kubernetes.default.svc")]
     pub upstream_server_name: String,
-    /// How often the serving cert/key files are checked for changes, in seconds.
+    /// h2 streams per client connection, as the apiserver's flag of the same name
+    /// (0 = kube-apiserver's default, 100). Keep it at or below the apiserver's value.
+    #[arg(long, default_value_t = 0)]
+    pub http2_max_streams_per_connection: u32,
+    /// How often the TLS files (serving pair, client CAs, front-proxy pair) are checked for
+    /// changes, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub tls_reload_interval: f64,
 }
@@ -105,6 +110,8 @@ pub struct FrontDoorConfig {
     pub upstream_server_name: String,
     /// Cert reload poll interval.
     pub tls_reload_interval: Duration,
+    /// h2 streams per client connection.
+    pub http2_max_streams_per_connection: u32,
 }
 
 fn header_names(
@@ -247,6 +254,10 @@ impl FrontDoorArgs {
             upstream_ca_file,
             upstream_server_name: self.upstream_server_name.clone(),
             tls_reload_interval: Duration::from_secs_f64(self.tls_reload_interval),
+            http2_max_streams_per_connection: match self.http2_max_streams_per_connection {
+                0 => 100,
+                n => n,
+            },
         })
     }
 }

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Limits follow kube-apiserver's server (k8s.io/apiserver `SecureServingInfo.Serve`):
-//! 1 MiB of request headers (bigger → 431 from hyper), 32 s to read request headers
-//! (slowloris), h2 100 concurrent streams. No timeout once a request is forwarded.
+//! 1 MiB of request headers (bigger → 431), 32 s to read request headers
+//! (slowloris), h2 streams per connection as `--http2-max-streams-per-connection` (100). No timeout once a request is forwarded.
 pub mod config;
 
 use std::convert::Infallible;
@@ -50,8 +50,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Go has no header-count limit (only the byte limit); hyper's default is 100.
 pub(crate) const MAX_HEADERS: usize = 16 * 1024;
-/// kube-apiserver's default h2 `MaxConcurrentStreams`.
-const H2_MAX_STREAMS: u32 = 100;
 
 /// The response body: streamed from upstream, or a Status mvp wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -94,6 +92,7 @@ pub struct FrontDoor {
     reload: Vec<Arc<dyn Reload>>,
     reload_interval: Duration,
     drain: CancellationToken,
+    h2_max_streams: u32,
 }
 
 impl std::fmt::Debug for FrontDoor {
@@ -178,6 +177,7 @@ impl FrontDoor {
             reload,
             reload_interval: config.tls_reload_interval,
             drain: CancellationToken::new(),
+            h2_max_streams: config.http2_max_streams_per_connection,
         })
     }
 
@@ -262,7 +262,7 @@ impl FrontDoor {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_concurrent_streams(self.h2_max_streams)
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(connection);

@@ -68,6 +68,7 @@ pub fn config(pki: &Pki, upstream: SocketAddr) -> FrontDoorConfig {
         upstream_ca_file: pki.cluster_ca_file.clone(),
         upstream_server_name: "kubernetes.default.svc".into(),
         tls_reload_interval: Duration::from_millis(50),
+        http2_max_streams_per_connection: 100,
     }
 }
 
