@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Limits follow kube-apiserver's server (k8s.io/apiserver `SecureServingInfo.Serve`):
-//! 1 MiB of request headers (bigger → 431), 32 s to read request headers
-//! (slowloris), h2 streams per connection as `--http2-max-streams-per-connection` (100). No timeout once a request is forwarded.
+//! 1 MiB of request headers (bigger → 431), 32 s to read request headers (slowloris),
+//! h2 streams per connection as `--http2-max-streams-per-connection` (100).
+//! No timeout once a request is forwarded.
 pub mod config;
 
 use std::convert::Infallible;
