@@ -80,7 +80,7 @@ pub struct ConnInfo {
 struct Shared {
     tls: Arc<ServerConfig>,
     /// The upstream dialer, for the loop guard (is a client one of our own upstream sockets?).
-    dial: Option<Arc<dyn Dial>>,
+    dial: Arc<dyn Dial>,
     judge: Arc<ClientCertJudge>,
     names: RequestHeaderNames,
     route: Arc<dyn Route>,
@@ -122,17 +122,17 @@ impl FrontDoor {
             &upstream_tls,
             dial.clone(),
         ));
-        let mut door = Self::with_route(config, Arc::new(LocalOnly(local)), &upstream_tls)?;
-        Arc::get_mut(&mut door.shared).expect("not shared yet").dial = Some(dial);
-        Ok(door)
+        Self::with_route(config, Arc::new(LocalOnly(local)), &upstream_tls, dial)
     }
 
-    /// Build with a caller-supplied router (peers, tests). `upstream_tls` is what the
-    /// router's upstreams were built with (its front-proxy pair is reloaded with the rest).
+    /// Build with a caller-supplied router (peers, tests). `upstream_tls` and `dial` are
+    /// what the router's upstreams were built with: the front-proxy pair is reloaded with
+    /// the rest, and `dial` knows mvp's own upstream sockets (loop guard).
     pub fn with_route(
         config: &FrontDoorConfig,
         route: Arc<dyn Route>,
         upstream_tls: &UpstreamTls,
+        dial: Arc<dyn Dial>,
     ) -> Result<Self, FrontDoorError> {
         let provider = tls::provider();
         let judge = Arc::new(ClientCertJudge::load(
@@ -170,7 +170,7 @@ impl FrontDoor {
         Ok(FrontDoor {
             shared: Arc::new(Shared {
                 tls: Arc::new(server),
-                dial: None,
+                dial,
                 judge,
                 names: config.header_names.clone(),
                 route,
@@ -213,9 +213,7 @@ impl FrontDoor {
     /// Serve one connection to completion.
     pub async fn serve_connection(&self, tcp: TcpStream, client: SocketAddr) {
         let client = crate::addr::canonical(client);
-        if let Some(dial) = &self.shared.dial
-            && dial.is_own(ClientAddr::new(client))
-        {
+        if self.shared.dial.is_own(ClientAddr::new(client)) {
             tracing::warn!(
                 %client,
                 "refusing a connection from mvp's own upstream socket (loop guard; is the bypass map working?)"
