@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -70,6 +71,8 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct TlsConnector {
     addr: SocketAddr,
+    /// Set to what ALPN chose on each connect (shared per upstream; None: don't record).
+    speaks_h2: Option<Arc<AtomicBool>>,
     dial: Arc<dyn Dial>,
     tls: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
@@ -91,9 +94,11 @@ impl TlsConnector {
         dial: Arc<dyn Dial>,
         config: Arc<ClientConfig>,
         server_name: ServerName<'static>,
+        speaks_h2: Option<Arc<AtomicBool>>,
     ) -> Self {
         TlsConnector {
             addr,
+            speaks_h2,
             dial,
             tls: tokio_rustls::TlsConnector::from(config),
             server_name,
@@ -115,6 +120,12 @@ impl TlsConnector {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|source| ConnectError::Tls { addr, source })?;
+        if let Some(flag) = &self.speaks_h2 {
+            flag.store(
+                tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+                Ordering::Relaxed,
+            );
+        }
         Ok(TlsConn(TokioIo::new(tls)))
     }
 }

@@ -20,6 +20,7 @@ pub mod headers;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -47,6 +48,8 @@ pub enum TargetKind {
 pub struct Upstream {
     kind: TargetKind,
     addr: SocketAddr,
+    /// The last pooled connection negotiated h2 (kube-apiserver always offers it).
+    speaks_h2: Arc<AtomicBool>,
     plain: TlsConnector,
     front_proxy: Option<TlsConnector>,
     plain_upgrade: TlsConnector,
@@ -56,11 +59,14 @@ pub struct Upstream {
 /// A pooled HTTP client over one [`TlsConnector`] (h2 or HTTP/1.1 by ALPN).
 type PooledClient = Client<TlsConnector, Incoming>;
 
-/// The upstream connections of one downstream connection, by (upstream, front-proxy cert).
+/// The upstream connections of one downstream connection, by (upstream, front-proxy cert,
+/// h2-only). An h2 client connection to an upstream known to speak h2 gets an h2-only
+/// client: its first burst of concurrent requests (kubectl's discovery fan-out) then shares
+/// one upstream connection instead of racing one TLS handshake per request.
 /// Created per accepted connection, dropped with it (closing its idle upstream connections).
 #[derive(Default)]
 pub struct ConnectionAffinity {
-    clients: parking_lot::Mutex<Vec<(SocketAddr, bool, PooledClient)>>,
+    clients: parking_lot::Mutex<Vec<(SocketAddr, bool, bool, PooledClient)>>,
 }
 
 impl std::fmt::Debug for ConnectionAffinity {
@@ -73,12 +79,17 @@ impl std::fmt::Debug for ConnectionAffinity {
 
 impl ConnectionAffinity {
     /// The client for `upstream` with or without the front-proxy cert (made on first use).
-    fn client(&self, upstream: &Upstream, front_proxy: bool) -> Result<PooledClient, ProxyError> {
+    fn client(
+        &self,
+        upstream: &Upstream,
+        front_proxy: bool,
+        downstream_h2: bool,
+    ) -> Result<PooledClient, ProxyError> {
+        let h2_only = downstream_h2 && upstream.speaks_h2.load(Ordering::Relaxed);
         let mut clients = self.clients.lock();
-        if let Some((_, _, client)) = clients
-            .iter()
-            .find(|(addr, fp, _)| *addr == upstream.addr && *fp == front_proxy)
-        {
+        if let Some((_, _, _, client)) = clients.iter().find(|(addr, fp, h2, _)| {
+            *addr == upstream.addr && *fp == front_proxy && *h2 == h2_only
+        }) {
             return Ok(client.clone());
         }
         let connector = if front_proxy {
@@ -89,8 +100,8 @@ impl ConnectionAffinity {
         } else {
             upstream.plain.clone()
         };
-        let client = pooled_client(connector);
-        clients.push((upstream.addr, front_proxy, client.clone()));
+        let client = pooled_client(connector, h2_only);
+        clients.push((upstream.addr, front_proxy, h2_only, client.clone()));
         Ok(client)
     }
 }
@@ -190,8 +201,9 @@ impl ProxyError {
     }
 }
 
-fn pooled_client(connector: TlsConnector) -> PooledClient {
+fn pooled_client(connector: TlsConnector, h2_only: bool) -> PooledClient {
     Client::builder(TokioExecutor::new())
+        .http2_only(h2_only)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
@@ -203,16 +215,27 @@ fn pooled_client(connector: TlsConnector) -> PooledClient {
 impl Upstream {
     /// An upstream at `addr` reached through `dial`, with the TLS configs of `tls`.
     pub fn new(kind: TargetKind, addr: SocketAddr, tls: &UpstreamTls, dial: Arc<dyn Dial>) -> Self {
-        let connector = |config: &Arc<rustls::ClientConfig>| {
-            TlsConnector::new(addr, dial.clone(), config.clone(), tls.server_name.clone())
+        let speaks_h2 = Arc::new(AtomicBool::new(false));
+        let connector = |config: &Arc<rustls::ClientConfig>, record: bool| {
+            TlsConnector::new(
+                addr,
+                dial.clone(),
+                config.clone(),
+                tls.server_name.clone(),
+                record.then(|| speaks_h2.clone()),
+            )
         };
         Upstream {
             kind,
             addr,
-            plain: connector(&tls.plain),
-            front_proxy: tls.front_proxy.as_ref().map(connector),
-            plain_upgrade: connector(&tls.plain_upgrade),
-            front_proxy_upgrade: tls.front_proxy_upgrade.as_ref().map(connector),
+            plain: connector(&tls.plain, true),
+            front_proxy: tls.front_proxy.as_ref().map(|c| connector(c, true)),
+            plain_upgrade: connector(&tls.plain_upgrade, false),
+            front_proxy_upgrade: tls
+                .front_proxy_upgrade
+                .as_ref()
+                .map(|c| connector(c, false)),
+            speaks_h2: speaks_h2.clone(),
         }
     }
 
@@ -242,7 +265,8 @@ impl Upstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let client = affinity.client(self, identity.needs_front_proxy_cert())?;
+        let downstream_h2 = req.version() == Version::HTTP_2;
+        let client = affinity.client(self, identity.needs_front_proxy_cert(), downstream_h2)?;
         *req.uri_mut() = Uri::builder()
             .scheme(Scheme::HTTPS)
             .authority(authority)

@@ -76,6 +76,8 @@ impl Upstream {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // Go (kube-apiserver) sets TCP_NODELAY on every connection.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
                 let (r, w) = (r.clone(), w.clone());
                 tokio::spawn(async move {
