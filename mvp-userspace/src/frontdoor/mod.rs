@@ -221,6 +221,7 @@ impl FrontDoor {
             return;
         }
         let _ = tcp.set_nodelay(true);
+        set_keepalive(&tcp);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.shared.tls.clone());
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
@@ -284,6 +285,19 @@ impl FrontDoor {
     /// apiserver); long watches end at the caller's drain deadline and clients re-watch.
     pub fn begin_drain(&self) {
         self.drain.cancel();
+    }
+}
+
+/// kube-apiserver's listener enables TCP keep-alive with a 3 minute period (Go's
+/// `tcpKeepAliveListener`): a client that vanished mid-watch is noticed and its streams end.
+fn set_keepalive(tcp: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    const PERIOD_SECS: u32 = 180;
+    let result = setsockopt(tcp, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(tcp, sockopt::TcpKeepIdle, &PERIOD_SECS))
+        .and_then(|()| setsockopt(tcp, sockopt::TcpKeepInterval, &PERIOD_SECS));
+    if let Err(error) = result {
+        tracing::debug!(%error, "cannot enable TCP keep-alive on a client connection");
     }
 }
 
@@ -380,3 +394,26 @@ impl Shared {
 
 /// Re-exported for routers: the identity a request was authenticated as.
 pub type Caller = CallerIdentity;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn client_connections_get_the_apiservers_tcp_keepalive() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(!getsockopt(&accepted, sockopt::KeepAlive).unwrap());
+        set_keepalive(&accepted);
+        assert!(getsockopt(&accepted, sockopt::KeepAlive).unwrap());
+        assert_eq!(getsockopt(&accepted, sockopt::TcpKeepIdle).unwrap(), 180);
+        assert_eq!(
+            getsockopt(&accepted, sockopt::TcpKeepInterval).unwrap(),
+            180
+        );
+    }
+}
