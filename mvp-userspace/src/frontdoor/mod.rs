@@ -11,6 +11,25 @@
 //! 1 MiB of request headers (bigger → 431), 32 s to read request headers (slowloris),
 //! h2 streams per connection as `--http2-max-streams-per-connection` (100).
 //! No timeout once a request is forwarded.
+//!
+//! Wiring (what `mvp run` does; tests do the same with a plain listener):
+//!
+//! ```no_run
+//! # async fn wire(args: mvp::frontdoor::FrontDoorArgs) -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use mvp::frontdoor::FrontDoor;
+//! use mvp::steer::DirectConnector; // under steering: BypassConnector
+//!
+//! let config = args.to_config()?;
+//! let door = FrontDoor::new(&config, Arc::new(DirectConnector::default()))?;
+//! let _reloader = door.spawn_cert_reloader();
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:6443").await?;
+//! door.serve(listener).await?; // or door.serve_connection(tcp, client) per accepted socket
+//! # Ok(()) }
+//! ```
+//!
+//! A router replaces [`LocalOnly`] through [`FrontDoor::with_route`]: it gets each request
+//! after authentication and returns the [`Upstream`] (local or a peer) to forward it to.
 pub mod config;
 
 use std::convert::Infallible;
