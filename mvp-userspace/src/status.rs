@@ -133,8 +133,28 @@ impl Status {
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // The apiserver puts an Audit-Id on every response (a UUID); so does mvp on its own.
+        if let Ok(id) = HeaderValue::from_str(&audit_id()) {
+            headers.insert("audit-id", id);
+        }
         response
     }
+}
+
+/// A random (v4) UUID in the apiserver's Audit-Id format.
+fn audit_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Go's answer to request headers over `MaxHeaderBytes` (plain text, as net/http writes it).
@@ -175,6 +195,9 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let audit = response.headers()["audit-id"].to_str().unwrap();
+        assert_eq!(audit.len(), 36, "{audit}");
+        assert_eq!(&audit[14..15], "4", "UUID v4: {audit}");
         let json: serde_json::Value =
             serde_json::from_slice(&Status::service_unavailable("x", 1).to_json()).unwrap();
         assert_eq!(json["reason"], "ServiceUnavailable");
