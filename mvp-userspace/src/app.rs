@@ -281,6 +281,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             move || h.is_ready()
         }),
         relay: stats,
+        front_door: front_door.as_ref().map(FrontDoor::stats),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(

@@ -253,15 +253,19 @@ impl Drop for Mvp {
 }
 
 fn readyz(ns: &Netns) -> Result<(), String> {
+    admin_get(ns, "/readyz").map(|_| ())
+}
+
+fn admin_get(ns: &Netns, path: &str) -> Result<String, String> {
     ns.run(|| {
         let mut s =
             TcpStream::connect_timeout(&ADMIN.parse().expect("addr"), Duration::from_secs(2))
                 .map_err(|e| e.to_string())?;
-        write!(s, "GET /readyz HTTP/1.0\r\nHost: mvp\r\n\r\n").map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: mvp\r\n\r\n").map_err(|e| e.to_string())?;
         let mut resp = String::new();
         s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
         if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
-            Ok(())
+            Ok(resp)
         } else {
             Err(resp)
         }
@@ -431,6 +435,15 @@ async fn steered_clients_reach_the_apiserver_through_the_front_door_with_their_i
         hwm_after - hwm_before
     );
     assert!(hwm_after - hwm_before < 64 * 1024, "mvp buffered the body");
+
+    let metrics = admin_get(&server, "/metrics").expect("metrics");
+    for line in [
+        "mvp_frontdoor_forwarded_requests_total{caller=\"x509\"} 2",
+        "mvp_frontdoor_forwarded_requests_total{caller=\"anonymous\"} 1",
+        "mvp_frontdoor_connections_total{result=\"established\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 fn vm_kib(pid: u32, field: &str) -> i64 {

@@ -31,10 +31,12 @@
 //! A router replaces [`LocalOnly`] through [`FrontDoor::with_route`]: it gets each request
 //! after authentication and returns the [`Upstream`] (local or a peer) to forward it to.
 pub mod config;
+pub mod stats;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +53,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, FrontDoorArgs, FrontDoorConfig};
+pub use stats::FrontDoorStats;
 
 use crate::addr::ClientAddr;
 use crate::identity::{self, CallerIdentity, RequestHeaderNames};
@@ -103,6 +106,7 @@ struct Shared {
     judge: Arc<ClientCertJudge>,
     names: RequestHeaderNames,
     route: Arc<dyn Route>,
+    stats: Arc<FrontDoorStats>,
 }
 
 /// The front door. Cheap to clone; all clones share state.
@@ -193,12 +197,18 @@ impl FrontDoor {
                 judge,
                 names: config.header_names.clone(),
                 route,
+                stats: Arc::default(),
             }),
             reload,
             reload_interval: config.tls_reload_interval,
             drain: CancellationToken::new(),
             h2_max_streams: config.http2_max_streams_per_connection,
         })
+    }
+
+    /// Counters for the admin endpoint.
+    pub fn stats(&self) -> Arc<FrontDoorStats> {
+        self.shared.stats.clone()
     }
 
     /// Start polling the TLS files (serving pair, client CAs, front-proxy client pair);
@@ -233,6 +243,10 @@ impl FrontDoor {
     pub async fn serve_connection(&self, tcp: TcpStream, client: SocketAddr) {
         let client = crate::addr::canonical(client);
         if self.shared.dial.is_own(ClientAddr::new(client)) {
+            self.shared
+                .stats
+                .refused_loop
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 %client,
                 "refusing a connection from mvp's own upstream socket (loop guard; is the bypass map working?)"
@@ -246,13 +260,25 @@ impl FrontDoor {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 tracing::debug!(%client, %error, "TLS handshake failed");
+                self.shared
+                    .stats
+                    .handshake_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Err(_) => {
                 tracing::debug!(%client, "TLS handshake timed out");
+                self.shared
+                    .stats
+                    .handshake_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
+        self.shared
+            .stats
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
         let peer = self
             .shared
             .judge
@@ -349,6 +375,7 @@ impl Shared {
     async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
         if head_bytes(&req) > MAX_HEADER_BYTES {
             tracing::info!(client = %conn.client, "request headers over 1 MiB: 431");
+            self.stats.answered(431);
             let close = req.version() <= http::Version::HTTP_11;
             return crate::status::header_fields_too_large(close).map(Either::Right);
         }
@@ -358,6 +385,7 @@ impl Shared {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
                 let status = error.to_status();
+                self.stats.answered(status.code.as_u16());
                 tracing::info!(
                     client = %conn.client,
                     %method,
@@ -387,6 +415,7 @@ impl Shared {
         identity::apply(&identity, conn.peer.x509.as_ref(), headers, &self.names)?;
         proxy::headers::append_forwarded_for(headers, conn.client.ip().to_canonical());
         let upstream = self.route.route(&req, &identity);
+        self.stats.forwarded(&identity);
         tracing::debug!(
             client = %conn.client,
             caller = identity.kind(),
