@@ -23,6 +23,8 @@ pub struct AdminState {
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// Relay counters.
     pub relay: Arc<RelayStats>,
+    /// Front-door counters, when the L7 front door serves the listener.
+    pub front_door: Option<Arc<crate::frontdoor::FrontDoorStats>>,
 }
 
 /// Prometheus text for the given values.
@@ -80,10 +82,13 @@ fn respond(state: &AdminState, req: &Request<hyper::body::Incoming>) -> Response
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: listener not in the SOCKMAP\n".to_string(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            render_metrics(&(state.counters)(), &state.relay, (state.ready)()),
-        ),
+        "/metrics" => {
+            let mut text = render_metrics(&(state.counters)(), &state.relay, (state.ready)());
+            if let Some(front_door) = &state.front_door {
+                front_door.render(&mut text);
+            }
+            (StatusCode::OK, text)
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

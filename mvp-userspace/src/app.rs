@@ -1,5 +1,9 @@
-//! Wiring of `mvp run`: steering + listeners + relay + admin, and the shutdown order
-//! (clear the slot, drain within a deadline, detach).
+//! Wiring of `mvp run`: steering + listeners + (front door | L4 relay) + admin, and the
+//! shutdown order (clear the slot, drain within a deadline, detach).
+//!
+//! With `--tls-cert-file` the steered connections are served by the L7 front door
+//! ([`crate::frontdoor`]), which forwards to `--upstream` through the bypass connector;
+//! without it they are relayed at L4 to their original destination ([`crate::relay`]).
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,14 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::{ClientAddr, OrigDstAddr, SteerTarget};
 use crate::admin::{self, AdminState};
 use crate::cli::{LogFormat, RunArgs};
+use crate::frontdoor::{FrontDoor, FrontDoorConfig, FrontDoorError};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
     self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
     UpstreamConnector,
 };
 
-/// What `mvp run` does with each accepted (steered) connection: the L4 [`Relay`] now,
-/// the L7 front door later. The accept loop, readiness and draining stay in `app`.
+/// What `mvp run` does with each accepted (steered) connection: the L7 [`FrontDoor`] when
+/// TLS flags are given, else the L4 [`Relay`]. The accept loop, readiness and draining stay in `app`.
 pub trait ConnectionHandler: Send + Sync + 'static {
     /// Handle one connection to the end; errors are the handler's to log.
     fn handle(
@@ -31,6 +36,14 @@ pub trait ConnectionHandler: Send + Sync + 'static {
         client: ClientAddr,
         orig_dst: OrigDstAddr,
     ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The L7 front door: TLS, authentication, forwarding to `--upstream` (the original
+/// destination only mattered to the L4 relay).
+impl ConnectionHandler for FrontDoor {
+    async fn handle(&self, conn: TcpStream, client: ClientAddr, _orig_dst: OrigDstAddr) {
+        self.serve_connection(conn, client.get()).await
+    }
 }
 
 impl<C: UpstreamConnector> ConnectionHandler for Relay<C> {
@@ -71,6 +84,9 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
+    /// The L7 front door (flags, TLS material).
+    #[error("front door: {0}")]
+    FrontDoor(#[from] FrontDoorError),
     /// The async runtime or signal handlers.
     #[error("runtime: {what}")]
     Runtime {
@@ -95,6 +111,8 @@ pub struct RunConfig {
     pub admin: SocketAddr,
     /// Drain deadline.
     pub drain_timeout: Duration,
+    /// The L7 front door; None = L4 relay.
+    pub front_door: Option<FrontDoorConfig>,
 }
 
 impl RunConfig {
@@ -152,6 +170,15 @@ impl RunConfig {
             netns: args.netns.clone(),
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
+            front_door: if args.front_door.enabled() {
+                Some(
+                    args.front_door
+                        .to_config()
+                        .map_err(|e| AppError::FrontDoor(e.into()))?,
+                )
+            } else {
+                None
+            },
         })
     }
 }
@@ -222,6 +249,15 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    // TLS material is loaded before the listener enters the SOCKMAP (readiness).
+    let front_door = match &cfg.front_door {
+        Some(config) => Some(FrontDoor::new(
+            config,
+            Arc::new(BypassConnector::new(handle.clone())),
+        )?),
+        None => None,
+    };
+    let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
     let relay = Arc::new(Relay::new(
         BypassConnector::new(handle.clone()),
@@ -245,6 +281,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             move || h.is_ready()
         }),
         relay: stats,
+        front_door: front_door.as_ref().map(FrontDoor::stats),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -278,14 +315,23 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         });
     }
     drop(tx);
-    tracing::info!(listeners = ?own, admin = %cfg.admin, "ready: listener in the SOCKMAP");
+    tracing::info!(
+        listeners = ?own,
+        admin = %cfg.admin,
+        mode = if front_door.is_some() { "front door (L7)" } else { "relay (L4)" },
+        "ready: listener in the SOCKMAP"
+    );
 
     let mut conns = JoinSet::new();
     let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
         let handler = relay.clone();
+        let door = front_door.clone();
         conns.spawn(async move {
             match relay::addresses(&conn) {
-                Ok((client, orig_dst)) => handler.handle(conn, client, orig_dst).await,
+                Ok((client, orig_dst)) => match door {
+                    Some(door) => door.handle(conn, client, orig_dst).await,
+                    None => handler.handle(conn, client, orig_dst).await,
+                },
                 Err(e) => tracing::debug!(error = %one_line(&e), "connection gone before handling"),
             }
         });
@@ -320,6 +366,10 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         }
     }
     acceptors.shutdown().await;
+    if let Some(door) = &front_door {
+        // Queued connections were taken; now ask clients to go (GOAWAY / Connection: close).
+        door.begin_drain();
+    }
     let in_flight = conns.len();
     tracing::info!(in_flight, deadline = ?cfg.drain_timeout, "draining");
     let drained = tokio::time::timeout(cfg.drain_timeout, async {
@@ -332,6 +382,9 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             "drain deadline passed; closing remaining connections"
         );
         conns.shutdown().await;
+    }
+    if let Some(task) = cert_reloader {
+        task.abort();
     }
     steering.detach()?;
     admin_stop.cancel();
