@@ -1245,14 +1245,14 @@ fn route_resource(
     info: &ResourceInfo,
     headers: &http::HeaderMap,
     pretty: bool,
-) -> Result<(super::types::ResourceMeta, Option<String>), LabResponse> {
+) -> Result<(super::types::ResourceMeta, Option<String>), Box<LabResponse>> {
     let surface = &state.discovery.surface;
     if surface.group(&info.group).is_none() {
-        return Err(text_not_found());
+        return Err(Box::new(text_not_found()));
     }
     let not_found = || Status::path_not_found().response_with(pretty);
     let Some(meta) = surface.lookup(&info.group, &info.version, &info.resource) else {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     };
     let mut namespace = info.namespace.clone();
     if !meta.namespaced && namespace.is_some() {
@@ -1261,22 +1261,22 @@ fn route_resource(
         if meta.resource == "namespaces" && namespace == info.name {
             namespace = None;
         } else {
-            return Err(not_found());
+            return Err(Box::new(not_found()));
         }
     }
     if meta.namespaced && namespace.is_none() && info.name.is_some() {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     }
     // The all-namespaces path of a namespaced resource only lists and watches.
     if meta.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
-        return Err(Status::method_not_allowed().response_with(pretty));
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
         Some(sub) => {
             match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
                 Some(v) => v,
-                None => return Err(not_found()),
+                None => return Err(Box::new(not_found())),
             }
         }
     };
@@ -1284,17 +1284,19 @@ fn route_resource(
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {
-        return Err(Status::method_not_allowed().response_with(pretty));
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
     if !resource_accept_ok(headers) {
         // Recorded: the resource 406 is always indented and has empty details.
-        return Err(Status::new(
+        return Err(Box::new(
+            Status::new(
             406,
             "NotAcceptable",
             "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
         )
         .with_details(json!({}))
-        .response_with(true));
+        .response_with(true),
+        ));
     }
     Ok((meta, namespace))
 }
@@ -1308,7 +1310,7 @@ async fn serve_resource(
 ) -> LabResponse {
     let (meta, namespace) = match route_resource(state, info, req.headers(), pretty) {
         Ok(found) => found,
-        Err(resp) => return drained(req, resp).await,
+        Err(resp) => return drained(req, *resp).await,
     };
     if meta.group == "authentication.k8s.io"
         && meta.resource == "selfsubjectreviews"
