@@ -56,8 +56,9 @@
 //!   configuration (no field ownership: fields dropped from a configuration stay, no
 //!   conflicts between managers).
 //! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
-//! - Tables: pods and namespaces print kube's columns; other resources get Name and Age
-//!   instead of kube's per-type printers (restarts print without "(5m ago)").
+//! - Tables: pods, namespaces, configmaps, secrets, serviceaccounts, services and
+//!   deployments print kube's columns; other resources get Name and Age instead of kube's
+//!   per-type printers (pod restarts print without "(5m ago)").
 //! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
 //!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
 //!   ServiceAccount; other kinds get 415.
