@@ -1181,6 +1181,7 @@ mod tests {
         assert_eq!(namespace_of_key("apps/deployments/fx/d"), Some("fx"));
         assert_eq!(namespace_of_key("example.com/widgets/fx/w"), Some("fx"));
         assert_eq!(namespace_of_key("namespaces/fx"), None);
+        assert_eq!(namespace_of_key("ranges/serviceips/10.96.0.1"), None);
         assert_eq!(namespace_of_key("resource.k8s.io/deviceclasses/gpu"), None);
     }
 

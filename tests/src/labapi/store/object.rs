@@ -140,6 +140,8 @@ pub(super) fn namespace_of_key(rel: &str) -> Option<&str> {
     let is_group =
         |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
     match segs.as_slice() {
+        // The lab's own bookkeeping (service IP reservations) is in no namespace.
+        ["ranges", ..] => None,
         [first, ns, _] if !is_group(first) => Some(ns),
         [first, _, ns, _] if is_group(first) => Some(ns),
         _ => None,
