@@ -374,6 +374,19 @@ impl Lines {
         }
     }
 
+    /// The next DATA frame as it arrived (nothing buffered may be pending).
+    async fn raw_frame(&mut self) -> Result<Bytes> {
+        loop {
+            let frame = tokio::time::timeout(patience(), self.body.frame())
+                .await
+                .context("no frame within the test patience")?
+                .ok_or_else(|| anyhow!("stream ended"))??;
+            if let Ok(d) = frame.into_data() {
+                return Ok(d);
+            }
+        }
+    }
+
     async fn event(&mut self) -> Result<Value> {
         let line = self.next().await?.ok_or_else(|| anyhow!("watch ended"))?;
         Ok(serde_json::from_str(&line)?)
@@ -996,7 +1009,15 @@ async fn watch_over_http2_initial_events_selectors_and_legacy_path() -> Result<(
         "true"
     );
     let c = n.create_ok(CMS, cm("cm-c", "v")).await?;
-    let ev = w.event().await?;
+    // One HTTP/2 DATA frame per event, flushed as it happens.
+    assert!(w.buf.is_empty(), "frames ended on event boundaries");
+    let frame = w.raw_frame().await?;
+    assert!(
+        frame.ends_with(b"\n") && frame.iter().filter(|b| **b == b'\n').count() == 1,
+        "one event per frame: {}",
+        String::from_utf8_lossy(&frame)
+    );
+    let ev: Value = serde_json::from_slice(&frame)?;
     assert_eq!(ev, json!({"type": "ADDED", "object": c}));
 
     // Legacy /watch/ path on one object, and a label selector moving objects in and out.
