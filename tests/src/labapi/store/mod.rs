@@ -357,7 +357,7 @@ impl Store {
                         Some(t) => Ok((410, expired_continue(t))),
                         None => Err(StoreError::Compacted {
                             key: base.clone(),
-                            requested: read_rev,
+                            requested: Some(read_rev),
                         }
                         .to_status()),
                     };
