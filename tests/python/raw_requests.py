@@ -16,17 +16,23 @@ def main():
     api = client.ApiClient()
     out = []
     for req in json.load(sys.stdin):
+        method, path, body = req.get("method", "GET"), req["path"], req.get("body")
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
         try:
-            method, url, headers, body, post = api.param_serialize(
-                method=req.get("method", "GET"),
-                resource_path=req["path"],
-                header_params={"Accept": "application/json", "Content-Type": "application/json"},
-                body=req.get("body"),
-                auth_settings=["BearerToken"],
-            )
-            resp = api.call_api(method, url, header_params=headers, body=body, post_params=post)
-            resp.read()
-            status, data = resp.status, resp.data
+            if hasattr(api, "param_serialize"):  # clients generated since v31
+                method, url, headers, body, post = api.param_serialize(
+                    method=method, resource_path=path, header_params=headers,
+                    body=body, auth_settings=["BearerToken"],
+                )
+                resp = api.call_api(method, url, header_params=headers, body=body, post_params=post)
+                resp.read()
+                status, data = resp.status, resp.data
+            else:  # older clients
+                resp = api.call_api(
+                    path, method, header_params=headers, body=body,
+                    auth_settings=["BearerToken"], _preload_content=False,
+                )
+                status, data = resp[1], resp[0].data
         except ApiException as e:
             status, data = e.status, e.body
         text = data.decode() if isinstance(data, bytes) else (data or "")

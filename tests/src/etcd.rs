@@ -1,6 +1,7 @@
 //! A real, throw-away etcd for tests and the lab: `/usr/bin/etcd` (or `MVP_ETCD`) on a
-//! temporary data dir with free loopback client and peer ports; killed (and its data dir
-//! removed) on drop, also on panic.
+//! temporary data dir — [`Etcd::start`] on free loopback ports, [`Etcd::start_in`] inside a
+//! network namespace on a segment address (the lab's one shared etcd); killed (and its data
+//! dir removed) on drop, also on panic.
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;

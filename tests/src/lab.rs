@@ -30,11 +30,13 @@
 //!   `addr()`, kubeadm PKI dir [`LabNode::pki`], admin/token/IPv6 kubeconfigs, logs);
 //! - clients, run in the client namespace: [`LabCluster::kubectl`], `kubectl_with`,
 //!   `kubectl_stdin`, [`LabCluster::python`] (scripts in `tests/python/`), `client_command`,
-//!   and the admin HTTPS client [`LabCluster::admin_request`];
+//!   and the admin HTTPS client [`LabCluster::admin_request`]; on a node itself, over its
+//!   loopback: [`LabCluster::kubectl_on_node`];
 //! - credentials: [`LabCluster::pki`] ([`Pki`]: client certs, expired, unknown CA, front-proxy
 //!   certs) and [`LabCluster::write_kubeconfig`];
 //! - control: [`LabCluster::stop_apiserver`] / [`LabCluster::start_apiserver`],
-//!   [`LabCluster::rotate_serving_cert`], [`LabCluster::sync_endpoints`];
+//!   [`LabCluster::rotate_serving_cert`], [`LabCluster::sync_endpoints`] /
+//!   [`LabCluster::sync_endpoints_to_running`];
 //! - observation: [`LabCluster::audit_log`], [`LabCluster::served_chain`],
 //!   [`LabCluster::node_http_get`] (plain HTTP on a node's loopback, e.g. mvp's admin port);
 //! - mvp: [`LabCluster::start_mvp`] runs `mvp <args>` in a node's namespace (a
@@ -373,6 +375,7 @@ pub struct LabNode {
     kubeconfig: PathBuf,
     token_kubeconfig: PathBuf,
     kubeconfig_v6: PathBuf,
+    local_kubeconfig: PathBuf,
     apiserver: Mutex<Option<LabProcess>>,
 }
 
@@ -409,6 +412,11 @@ impl LabNode {
     /// `::`, see [`LabSpec::bind_address`]).
     pub fn kubeconfig_v6(&self) -> &Path {
         &self.kubeconfig_v6
+    }
+    /// Admin kubeconfig pointing at `https://127.0.0.1:6443`, for clients on the node
+    /// itself (the apiserver's loopback; never steered). See [`LabCluster::kubectl_on_node`].
+    pub fn local_kubeconfig(&self) -> &Path {
+        &self.local_kubeconfig
     }
     /// The node's own directory (PKI, logs, audit log, kubeconfigs).
     pub fn dir(&self) -> &Path {
@@ -682,6 +690,9 @@ impl LabCluster {
             Kubeconfig::admin(&pki, &server).write(&kubeconfig)?;
             let token_kubeconfig = node_dir.join("token.conf");
             Kubeconfig::token(&pki, &server).write(&token_kubeconfig)?;
+            let local_kubeconfig = node_dir.join("admin-local.conf");
+            Kubeconfig::admin(&pki, &format!("https://127.0.0.1:{APISERVER_PORT}"))
+                .write(&local_kubeconfig)?;
             let kubeconfig_v6 = node_dir.join("admin-v6.conf");
             Kubeconfig::admin(&pki, &format!("https://[{ipv6}]:{APISERVER_PORT}"))
                 .write(&kubeconfig_v6)?;
@@ -695,6 +706,7 @@ impl LabCluster {
                 kubeconfig,
                 token_kubeconfig,
                 kubeconfig_v6,
+                local_kubeconfig,
                 apiserver: Mutex::new(None),
             });
         }
@@ -878,6 +890,19 @@ impl LabCluster {
         )
     }
 
+    /// [`LabCluster::sync_endpoints`] to the nodes whose apiserver runs now (what kube's
+    /// lease reconciler converges to once a stopped apiserver's lease expired).
+    pub fn sync_endpoints_to_running(&self) -> Result<Vec<String>, LabError> {
+        let running: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.apiserver_running())
+            .map(|n| n.name())
+            .collect();
+        self.sync_endpoints(&running)?;
+        Ok(running.iter().map(|n| n.to_string()).collect())
+    }
+
     /// POST `obj` to `collection`; on 409 replace the existing object (PUT with its
     /// resourceVersion).
     pub fn admin_create_or_replace(
@@ -1052,6 +1077,21 @@ impl LabCluster {
     pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str]) -> Result<CmdOutput, LabError> {
         let mut cmd = self.client_command("kubectl");
         cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+        run(cmd, "kubectl", None)
+    }
+
+    /// Run kubectl inside `node`'s own namespace against its loopback
+    /// (`https://127.0.0.1:6443`), like a control-plane component on the node.
+    pub fn kubectl_on_node(&self, node: &str, args: &[&str]) -> Result<CmdOutput, LabError> {
+        let n = self.node(node)?;
+        let mut cmd = n.ns.command("kubectl");
+        cmd.env(
+            "KUBECACHEDIR",
+            self.kube_cache_dir().join(format!("on-{node}")),
+        )
+        .arg("--kubeconfig")
+        .arg(&n.local_kubeconfig)
+        .args(args);
         run(cmd, "kubectl", None)
     }
 

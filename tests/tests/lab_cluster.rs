@@ -426,6 +426,8 @@ struct Gvr {
     resource: String,
     namespaced: bool,
     listable: bool,
+    /// The resource's kind (`ResourceClaim`).
+    kind: String,
 }
 
 /// Every (sub)resource of a discovery fixture (`aggregated_v2.json` plus core `api__v1.json`).
@@ -437,7 +439,7 @@ fn surface(dir: &Path) -> BTreeMap<(String, String), Gvr> {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
     let mut out = BTreeMap::new();
-    let mut add = |gv: &str, resource: String, namespaced: bool, listable: bool| {
+    let mut add = |gv: &str, resource: String, namespaced: bool, listable: bool, kind: &str| {
         out.insert(
             (gv.to_string(), resource.clone()),
             Gvr {
@@ -445,6 +447,7 @@ fn surface(dir: &Path) -> BTreeMap<(String, String), Gvr> {
                 resource,
                 namespaced,
                 listable,
+                kind: kind.to_string(),
             },
         );
     };
@@ -459,11 +462,12 @@ fn surface(dir: &Path) -> BTreeMap<(String, String), Gvr> {
                 let listable = r["verbs"]
                     .as_array()
                     .is_some_and(|vs| vs.iter().any(|v| v == "list"));
+                let kind = r["responseKind"]["kind"].as_str().unwrap_or("");
                 for s in r["subresources"].as_array().into_iter().flatten() {
                     let sub = s["subresource"].as_str().expect("subresource");
-                    add(&gv, format!("{name}/{sub}"), namespaced, false);
+                    add(&gv, format!("{name}/{sub}"), namespaced, false, kind);
                 }
-                add(&gv, name, namespaced, listable);
+                add(&gv, name, namespaced, listable, kind);
             }
         }
     }
@@ -476,7 +480,14 @@ fn surface(dir: &Path) -> BTreeMap<(String, String), Gvr> {
         let listable = r["verbs"]
             .as_array()
             .is_some_and(|vs| vs.iter().any(|v| v == "list"));
-        add("v1", name.to_string(), r["namespaced"] == true, listable);
+        let kind = r["kind"].as_str().unwrap_or("");
+        add(
+            "v1",
+            name.to_string(),
+            r["namespaced"] == true,
+            listable,
+            kind,
+        );
     }
     out
 }
@@ -727,7 +738,33 @@ fn apiservers_stop_and_start_and_the_lab_removes_everything_it_made() {
             .unwrap(),
         "create via b",
     );
+    // The endpoints follow when asked, as kube's lease reconciler would after the lease
+    // of a's apiserver expired.
+    assert_eq!(lab.sync_endpoints_to_running().unwrap(), ["b"]);
+    let slice = ok(
+        lab.kubectl(
+            "b",
+            &[
+                "get",
+                "endpointslice",
+                "kubernetes",
+                "-n",
+                "default",
+                "-o",
+                "json",
+            ],
+        )
+        .unwrap(),
+        "get endpointslice via b",
+    )
+    .json();
+    let b_ip = lab.node("b").unwrap().ipv4().to_string();
+    assert_eq!(
+        slice["endpoints"],
+        json!([{"addresses": [b_ip], "conditions": {"ready": true}}])
+    );
     lab.start_apiserver("a").unwrap();
+    assert_eq!(lab.sync_endpoints_to_running().unwrap(), ["a", "b"]);
     ok(
         lab.kubectl(
             "a",
@@ -1032,4 +1069,123 @@ fn kubectl_watch_through_one_node_sees_writes_through_another() {
     );
     let _ = watcher.kill();
     let _ = watcher.wait();
+}
+
+/// `GET <object>/status` of every status subresource in the README's "only in" lists, on an
+/// object that exists: 200 through a node that serves the subresource, kube's unserved 404
+/// through one that does not.
+#[test]
+fn status_of_an_existing_object_is_served_exactly_where_the_version_has_it() {
+    require_root!();
+    let fixtures = test_support::bins::fixtures_dir().join("discovery");
+    let s133 = surface(&fixtures.join("k8s-1.33"));
+    let s136 = surface(&fixtures.join("k8s-1.36"));
+    let script = LabCluster::python_script("raw_requests.py");
+    let send = |node: &str, reqs: &[Value]| -> Vec<Value> {
+        let out = lab()
+            .python_with_input(
+                node,
+                &script,
+                &[],
+                Some(&Value::from(reqs.to_vec()).to_string()),
+            )
+            .unwrap();
+        assert!(out.success(), "raw_requests.py via {node}:\n{out}");
+        out.json()
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("no list:\n{out}"))
+    };
+    // (gv, subresource, object path) of every probe, objects created through a serving node.
+    let mut probes: Vec<(&str, &str, String)> = Vec::new();
+    for (only, served, serving_node) in [(ONLY_IN_133, &s133, "cp1"), (ONLY_IN_136, &s136, "cp3")] {
+        let mut creates = Vec::new();
+        for (gv, sub) in only.iter().filter(|(_, r)| r.ends_with("/status")) {
+            let parent = sub.trim_end_matches("/status");
+            let g = &served[&(gv.to_string(), parent.to_string())];
+            // One object per group/version: the lab keys objects by group/resource.
+            let name = format!("status-probe-{}", gv.replace(['/', '.'], "-"));
+            let collection = path_of(g);
+            let obj = json!({"apiVersion": gv, "kind": g.kind, "metadata": {"name": name}});
+            creates.push(json!({"method": "POST", "path": collection, "body": obj}));
+            probes.push((gv, sub, format!("{collection}/{name}")));
+        }
+        for (req, reply) in creates.iter().zip(send(serving_node, &creates)) {
+            let code = reply["status"].as_u64().unwrap_or(0);
+            assert!(
+                code == 201 || code == 200,
+                "{req} via {serving_node}: {reply}"
+            );
+        }
+    }
+    let gets: Vec<Value> = probes
+        .iter()
+        .map(|(_, _, obj)| json!({"method": "GET", "path": format!("{obj}/status")}))
+        .collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for node in lab().nodes() {
+        let surface = if node.spec().minor() == "1.33" {
+            &s133
+        } else {
+            &s136
+        };
+        for ((gv, sub, obj), reply) in probes.iter().zip(send(node.name(), &gets)) {
+            checked += 1;
+            let serves = surface.contains_key(&(gv.to_string(), sub.to_string()));
+            let status = reply["status"].as_u64().unwrap_or(0);
+            let name = obj.rsplit('/').next().unwrap_or_default();
+            let good = if serves {
+                status == 200 && reply["body"]["metadata"]["name"] == name
+            } else {
+                is_unserved_404(status, &reply["body"])
+            };
+            if !good {
+                failures.push(format!(
+                    "{} ({}) GET {obj}/status → {status} {}; serves it: {serves}",
+                    node.name(),
+                    node.spec().minor(),
+                    reply["body"]
+                        .to_string()
+                        .chars()
+                        .take(160)
+                        .collect::<String>()
+                ));
+            }
+        }
+    }
+    assert!(checked >= 3 * 9, "only {checked} checks");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} status reads answered wrongly:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn kubectl_on_a_node_reaches_its_own_apiserver_over_loopback() {
+    require_root!();
+    let out = ok(
+        lab()
+            .kubectl_on_node("cp3", &["get", "--raw", "/version"])
+            .unwrap(),
+        "kubectl on cp3 via 127.0.0.1",
+    );
+    assert_eq!(out.json()["gitVersion"], "v1.36.2", "{out}");
+    eventually("cp3's audit log to show a loopback caller", || {
+        let events = lab().audit_log("cp3").map_err(|e| e.to_string())?;
+        events
+            .iter()
+            .find(|e| {
+                e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/version"))
+                    && e["sourceAddress"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("127.0.0.1:"))
+            })
+            .cloned()
+            .ok_or_else(|| format!("{} events, none from 127.0.0.1 on /version", events.len()))
+    });
 }

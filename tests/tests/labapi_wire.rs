@@ -7,7 +7,9 @@
 //! The recorded server ran with the default API set, so the lab is started with
 //! `--remove-group-version` for every alpha/beta group/version the fixture has and the
 //! recording does not; after that the discovery documents must match byte for byte
-//! (including the aggregated ETags).
+//! (including the aggregated ETags). The `v1.36.2-emulating-1.35` recordings are replayed
+//! the same way against `--binary-version 1.36.2 --emulated-version 1.35` plus
+//! `--remove-resource` for what that server lacked (MutatingAdmissionPolicy[Binding]).
 //!
 //! Replayed and compared: every discovery (legacy, per group, per group/version,
 //! aggregated v2 with `profile=nopeer` and client-go's Accept list, v2beta1-only 406, 304 on
@@ -147,7 +149,12 @@ fn discovery_dir(release: &str) -> PathBuf {
 }
 
 fn recorded_dir() -> PathBuf {
-    bins::fixtures_dir().join("real-apiserver/v1.36.2")
+    recorded_folder("v1.36.2")
+}
+
+/// `real-apiserver/<folder>`: `v1.36.2` or `v1.36.2-emulating-1.35`.
+fn recorded_folder(folder: &str) -> PathBuf {
+    bins::fixtures_dir().join("real-apiserver").join(folder)
 }
 
 fn start_lab(pki: &Pki, release: &str, extra: &[String]) -> Lab {
@@ -334,8 +341,8 @@ struct Recorded {
     response: Reply,
 }
 
-fn load_recorded() -> Vec<Recorded> {
-    let dir = recorded_dir();
+fn load_recorded(folder: &str) -> Vec<Recorded> {
+    let dir = recorded_folder(folder);
     let index = std::fs::read_to_string(dir.join("index.tsv")).expect("index.tsv");
     let mut out = Vec::new();
     for line in index.lines().skip(1) {
@@ -399,44 +406,65 @@ fn load_recorded() -> Vec<Recorded> {
     out
 }
 
-/// The fixture group/versions the recorded server did not serve (alpha/beta, off by default).
-fn versions_not_recorded() -> Vec<String> {
-    let fixture: Value = serde_json::from_slice(
-        &std::fs::read(discovery_dir("k8s-1.36").join("aggregated_v2.json")).unwrap(),
-    )
-    .unwrap();
-    let recorded: Value = serde_json::from_slice(
-        &std::fs::read(recorded_dir().join("discovery-apis-aggregated-v2.json")).unwrap(),
-    )
-    .unwrap();
-    let gvs = |doc: &Value| -> BTreeSet<String> {
-        doc["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|g| {
-                let name = g["metadata"]["name"].as_str().unwrap().to_string();
-                g["versions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(move |v| format!("{name}/{}", v["version"].as_str().unwrap()))
-            })
-            .collect()
+/// What the recorded server did not serve of the fixture: whole group/versions
+/// (alpha/beta, off by default) and, within served group/versions, single resources (the
+/// emulated 1.35 server lacks MutatingAdmissionPolicy).
+fn not_recorded(folder: &str) -> (Vec<String>, Vec<String>) {
+    let read =
+        |path: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let fixture = read(discovery_dir("k8s-1.36").join("aggregated_v2.json"));
+    let recorded = read(recorded_folder(folder).join("discovery-apis-aggregated-v2.json"));
+    let gvrs = |doc: &Value| -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for g in doc["items"].as_array().unwrap() {
+            let name = g["metadata"]["name"].as_str().unwrap();
+            for v in g["versions"].as_array().unwrap() {
+                let gv = format!("{name}/{}", v["version"].as_str().unwrap());
+                out.insert((gv.clone(), String::new()));
+                for r in v["resources"].as_array().unwrap() {
+                    out.insert((gv.clone(), r["resource"].as_str().unwrap().to_string()));
+                }
+            }
+        }
+        out
     };
-    gvs(&fixture).difference(&gvs(&recorded)).cloned().collect()
+    let (fixture, recorded) = (gvrs(&fixture), gvrs(&recorded));
+    let served_gvs: BTreeSet<&String> = recorded.iter().map(|(gv, _)| gv).collect();
+    let mut versions = Vec::new();
+    let mut resources = Vec::new();
+    for (gv, r) in fixture.difference(&recorded) {
+        match (served_gvs.contains(gv), r.is_empty()) {
+            (false, true) => versions.push(gv.clone()),
+            (false, false) => {}
+            (true, _) => resources.push(format!("{gv}/{r}")),
+        }
+    }
+    (versions, resources)
 }
 
 fn replay_args() -> Vec<String> {
-    let mut args = vec![
-        "--emulated-version".to_string(),
-        "1.36.2".to_string(),
-        "--unprivileged-user".to_string(),
-        "alice".to_string(),
-    ];
-    for gv in versions_not_recorded() {
+    replay_args_for("v1.36.2")
+}
+
+/// Flags that make the lab the recorded server: its API set, its release, and alice
+/// without RBAC.
+fn replay_args_for(folder: &str) -> Vec<String> {
+    let mut args: Vec<String> = match folder {
+        "v1.36.2-emulating-1.35" => ["--binary-version", "1.36.2", "--emulated-version", "1.35"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        _ => vec!["--emulated-version".into(), "1.36.2".into()],
+    };
+    args.extend(["--unprivileged-user".to_string(), "alice".to_string()]);
+    let (versions, resources) = not_recorded(folder);
+    for gv in versions {
         args.push("--remove-group-version".into());
         args.push(gv);
+    }
+    for r in resources {
+        args.push("--remove-resource".into());
+        args.push(r);
     }
     args
 }
@@ -715,9 +743,22 @@ fn check_headers(rec: &Recorded, got: &Reply) -> Result<(), String> {
 
 #[test]
 fn replays_recorded_kube_apiserver_exchanges() {
+    replay("v1.36.2");
+}
+
+/// The same binary run with `--emulated-version=kube=1.35`: the lab started with
+/// `--binary-version 1.36.2 --emulated-version 1.35` and without the resources the recording
+/// lacks must match it the same way (including /version's emulation fields and the /apis
+/// ETag).
+#[test]
+fn replays_recorded_exchanges_of_a_server_emulating_1_35() {
+    replay("v1.36.2-emulating-1.35");
+}
+
+fn replay(folder: &str) {
     test_support::trace::init();
     let pki = Pki::new();
-    let lab = start_lab(&pki, "k8s-1.36", &replay_args());
+    let lab = start_lab(&pki, "k8s-1.36", &replay_args_for(folder));
     let index_reply = curl(&lab, "admin", true, "GET", "/openapi/v3", &[], None).unwrap();
     let ours_index: Value = serde_json::from_slice(&index_reply.body).unwrap();
     let our_hash = |p: &str| -> String {
@@ -731,7 +772,7 @@ fn replays_recorded_kube_apiserver_exchanges() {
     };
     let mut covered = Vec::new();
     let mut failures = Vec::new();
-    for rec in load_recorded() {
+    for rec in load_recorded(folder) {
         let Some(mode) = compare_mode(&rec.name) else {
             continue;
         };
@@ -1097,8 +1138,37 @@ fn emulates_1_33_with_a_reshaped_surface() {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(["--anonymous-discovery".to_string()])
     .collect();
     let lab = start_lab(&pki, "k8s-1.33", &args);
+
+    // --anonymous-discovery: anonymous reads discovery and reviews itself, nothing more.
+    let anon_apis = curl(&lab, "anon", false, "GET", "/apis", &[], None).unwrap();
+    assert_eq!(anon_apis.status, 200);
+    let anon_ssr = curl(
+        &lab,
+        "anon",
+        false,
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        &[("content-type".into(), "application/json".into())],
+        Some(b"{}"),
+    )
+    .unwrap();
+    assert_eq!(anon_ssr.status, 201);
+    let review: Value = serde_json::from_slice(&anon_ssr.body).unwrap();
+    assert_eq!(review["status"]["userInfo"]["username"], "system:anonymous");
+    let anon_list = curl(
+        &lab,
+        "anon",
+        false,
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(anon_list.status, 403);
     let get = |path: &str, accept: Option<&str>| {
         let headers: Vec<(String, String)> = accept
             .map(|a| vec![("accept".to_string(), a.to_string())])
@@ -1279,6 +1349,12 @@ fn bad_input_gets_kube_shaped_answers() {
     let r = call("DELETE", "/api/v1/componentstatuses/etcd-0", None);
     assert_eq!(r.status, 405);
     assert_eq!(status(&r)["reason"], "MethodNotAllowed");
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    for method in ["POST", "DELETE"] {
+        let r = call(method, "/api/v1/configmaps", Some(b"{}"));
+        assert_eq!(r.status, 405, "{method}");
+    }
+    assert_eq!(call("GET", "/api/v1/configmaps", None).status, 200);
 
     // A subresource the resource does not have, a cluster-scoped resource in a namespace,
     // a resource of another group: the JSON 404.
@@ -1338,6 +1414,26 @@ fn bad_input_gets_kube_shaped_answers() {
     .unwrap();
     assert_eq!(r.status, 406);
     assert_eq!(status(&r)["reason"], "NotAcceptable");
+
+    // `/` lists the served paths.
+    let root: Value = serde_json::from_slice(&call("GET", "/", None).body).unwrap();
+    let paths: Vec<&str> = root["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for p in [
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/apis/apps",
+        "/apis/apps/v1",
+        "/version",
+        "/readyz",
+    ] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
 
     // The server still answers after all that.
     assert_eq!(call("GET", "/readyz", None).status, 200);
@@ -1591,5 +1687,57 @@ fn impersonation_as_kube_apiserver_applies_it() {
     assert_eq!(
         who["status"]["userInfo"]["groups"],
         serde_json::json!(["ops", "system:authenticated"])
+    );
+}
+
+#[test]
+fn serving_certificate_reloads_in_place() {
+    test_support::trace::init();
+    let pki = Pki::new();
+    let lab = start_lab(&pki, "k8s-1.36", &[]);
+    assert_eq!(
+        curl(&lab, "admin", true, "GET", "/version", &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Rotate to a certificate from another CA, written over the same files (as kubeadm
+    // renewals do); new connections get it without a restart.
+    let new_ca = Ca::new("lab-server-ca-2").unwrap();
+    let d = pki.dir.path();
+    new_ca.write_cert(d, "server-ca-2").unwrap();
+    new_ca
+        .server(
+            "lab-apiserver",
+            &["127.0.0.1".parse().unwrap()],
+            &["localhost"],
+        )
+        .unwrap()
+        .write(d, "server")
+        .unwrap();
+    let with_ca = |ca: &str| {
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(pki.path(ca))
+            .arg("--cert")
+            .arg(pki.path("admin.crt"))
+            .arg("--key")
+            .arg(pki.path("admin.key"))
+            .arg(format!("https://127.0.0.1:{}/version", lab.port))
+            .output()
+            .unwrap()
+    };
+    eventually("the new serving certificate", || {
+        let out = with_ca("server-ca-2.crt");
+        if out.status.success() && out.stdout == b"200" {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert!(
+        !with_ca("server-ca.crt").status.success(),
+        "old CA still verifies the server"
     );
 }

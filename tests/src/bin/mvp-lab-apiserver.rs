@@ -31,8 +31,10 @@ struct Cli {
     /// Address advertised in /api's serverAddressByClientCIDRs.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// Serving certificate (PEM chain); re-read when the file changes.
     #[arg(long)]
     tls_cert_file: PathBuf,
+    /// Serving key (PEM); re-read with the certificate.
     #[arg(long)]
     tls_private_key_file: PathBuf,
     /// CA bundle for x509 client-certificate authentication (CN = user, O = groups).
@@ -44,22 +46,29 @@ struct Cli {
     /// Allowed front-proxy certificate CNs (empty: any from the requestheader CA).
     #[arg(long, value_delimiter = ',')]
     requestheader_allowed_names: Vec<String>,
+    /// Headers naming the front-proxied user (first non-empty wins).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
     requestheader_username_headers: Vec<String>,
+    /// Headers listing its groups (every value of every header).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
     requestheader_group_headers: Vec<String>,
+    /// Headers carrying its uid.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
     requestheader_uid_headers: Vec<String>,
+    /// Prefixes of extra-attribute headers (key lower-cased and percent-decoded).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
     requestheader_extra_headers_prefix: Vec<String>,
     /// Static tokens: CSV `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Serve requests without credentials as system:anonymous (`--anonymous-auth` alone
+    /// means true, as with Go's bool flags).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     anonymous_auth: bool,
     /// etcd endpoints for the storage layer (comma list).
     #[arg(long, value_delimiter = ',', required = true)]
     etcd_servers: Vec<String>,
+    /// Key prefix in etcd.
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
     /// JSON-lines audit log: one line per request (time, verb, path, user, groups,
@@ -72,6 +81,10 @@ struct Cli {
     /// Release to claim, e.g. 1.33.4 (default: from a `k8s-<major>.<minor>` folder name).
     #[arg(long)]
     emulated_version: Option<String>,
+    /// Lab-only: the release of the binary when it emulates an older one (e.g. 1.36.2 with
+    /// --emulated-version 1.35): /version then reports both, as kube-apiserver does.
+    #[arg(long)]
+    binary_version: Option<String>,
     /// Drop a group/version (`apps/v1`; core as `core/v1`). Repeatable.
     #[arg(long)]
     remove_group_version: Vec<String>,
@@ -85,6 +98,10 @@ struct Cli {
     /// listener (Go duration: 0s, 500ms, 10s, 1m30s).
     #[arg(long, default_value = "0s")]
     shutdown_delay_duration: String,
+    /// Lab-only: let anonymous callers read discovery and create self reviews (kube-apiserver
+    /// does not, as recorded; this binds system:discovery to system:unauthenticated).
+    #[arg(long)]
+    anonymous_discovery: bool,
     /// Lab-only: users that authenticate but are authorized for discovery and self-reviews
     /// only, like a user without RBAC bindings. Repeatable.
     #[arg(long)]
@@ -193,8 +210,10 @@ async fn main() -> anyhow::Result<()> {
         audit_log: cli.audit_log_path.clone(),
         surface,
         version,
+        binary_version: cli.binary_version.as_deref().map(str::parse).transpose()?,
         unprivileged_users: cli.unprivileged_user.clone(),
         etcd_servers: cli.etcd_servers.clone(),
+        anonymous_discovery: cli.anonymous_discovery,
         shutdown_delay: parse_duration(&cli.shutdown_delay_duration)?,
     };
     let store = Store::connect(cli.etcd_servers.clone(), cli.etcd_prefix.clone())

@@ -293,16 +293,16 @@ fn main() -> anyhow::Result<()> {
     let mut total = 0;
     for (c, check) in CHECKS.iter().enumerate() {
         println!("$ kubectl {}", check.args.join(" "));
-        print!("    {:<12}", "node");
+        let mut header = format!("    {:<12}", "node");
         for m in MODES {
-            print!(" {:<WIDTH$}", m.title());
+            header.push_str(&format!(" {:<WIDTH$}", m.title()));
         }
-        println!();
+        println!("{}", header.trim_end());
         for (i, n) in lab.nodes().iter().enumerate() {
-            print!("    {:<12}", format!("{} ({})", n.name(), n.spec().minor()));
+            let mut row = format!("    {:<12}", format!("{} ({})", n.name(), n.spec().minor()));
             for &m in MODES {
                 let outcome = results.get(&(c, i, m)).cloned().unwrap_or(Outcome::NotYet);
-                print!(" {:<WIDTH$}", outcome.cell());
+                row.push_str(&format!(" {:<WIDTH$}", outcome.cell()));
                 match m {
                     Mode::WithoutMvp => {
                         total += 1;
@@ -326,7 +326,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            println!();
+            println!("{}", row.trim_end());
         }
         println!();
     }
@@ -423,17 +423,24 @@ fn main() -> anyhow::Result<()> {
             "  mvp runs on every node (admin {MVP_ADMIN} in each node's namespace; logs <node>/mvp.log)"
         );
     }
-    println!("\nThe lab is up. Ctrl-C to tear it down.");
+    // Handlers first, then the line that tells a watching user (or test) to press Ctrl-C.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
     })?;
+    println!("\nThe lab is up. Ctrl-C to tear it down.");
+    rt.block_on(async {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    });
     println!("\ntearing the lab down ...");
     drop(mvps);
     drop(lab);

@@ -95,12 +95,13 @@ pub fn classify(method: &http::Method, raw_path: &str, query: Option<&str>) -> R
         verb: method.as_str().to_ascii_lowercase(),
     };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // An empty segment (`//`) names nothing: such paths are served (404) as non-resource.
+    if parts.iter().any(|p| p.is_empty()) {
+        return non_resource();
+    }
     let (group, version, mut rest) = match parts.first() {
         Some(&"api") if parts.len() >= 3 => ("", parts[1], &parts[2..]),
-        // An empty group segment (`/apis//v1/...`) is not the core group.
-        Some(&"apis") if parts.len() >= 4 && !parts[1].is_empty() => {
-            (parts[1], parts[2], &parts[3..])
-        }
+        Some(&"apis") if parts.len() >= 4 => (parts[1], parts[2], &parts[3..]),
         _ => return non_resource(),
     };
     let mut verb = if matches!(rest[0], "watch" | "proxy") {

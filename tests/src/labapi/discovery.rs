@@ -86,9 +86,9 @@ struct GroupDiscoveryListForHash<'a> {
 #[derive(Debug, Clone)]
 pub struct Aggregated {
     /// Compact JSON (with trailing newline) for `apidiscovery.k8s.io/v2`.
-    pub v2: Vec<u8>,
+    pub v2: bytes::Bytes,
     /// The same for `v2beta1`, when the emulated version still served it.
-    pub v2beta1: Option<Vec<u8>>,
+    pub v2beta1: Option<bytes::Bytes>,
     /// Quoted uppercase-hex SHA-512.
     pub etag: String,
     items: Vec<GroupDiscovery>,
@@ -113,8 +113,9 @@ impl Aggregated {
             )
         };
         Aggregated {
-            v2: doc("apidiscovery.k8s.io/v2"),
-            v2beta1: serve_v2beta1.then(|| doc("apidiscovery.k8s.io/v2beta1")),
+            // Shared, not copied, per request: clients poll these documents.
+            v2: doc("apidiscovery.k8s.io/v2").into(),
+            v2beta1: serve_v2beta1.then(|| doc("apidiscovery.k8s.io/v2beta1").into()),
             etag: format!("\"{}\"", sha512_upper_hex(&hash)),
             items,
         }

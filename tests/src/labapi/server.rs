@@ -1,7 +1,9 @@
-//! The lab apiserver's HTTP layer: TLS (h2 + http/1.1), authentication, authorization,
-//! request classification, discovery, OpenAPI, version, health, SelfSubjectReview and the
-//! audit log. Resource requests that pass all of that go to the storage layer through
-//! [`ResourceHandler`].
+//! The lab apiserver's HTTP layer, in kube-apiserver's handler-chain order: TLS (h2 +
+//! http/1.1, serving certificate reloaded in place), authentication, impersonation,
+//! authorization, request classification, then discovery, OpenAPI, version, health,
+//! SelfSubjectReview / SelfSubjectAccessReview, or the storage layer through
+//! [`ResourceHandler`]; responses get kube's headers, gzip over 128 KiB and an audit line.
+//! Shutdown follows kube-apiserver too (readiness first, then drain).
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -111,11 +113,17 @@ pub struct ServerConfig {
     pub audit_log: Option<PathBuf>,
     pub surface: Surface,
     pub version: EmulatedVersion,
+    /// The release of the "binary" when it differs from the emulated one (a 1.36 binary
+    /// run with `--emulated-version=1.35`): `/version`'s major, minor and gitVersion.
+    pub binary_version: Option<EmulatedVersion>,
     /// Users that authenticate but may only use discovery and self reviews, like a user with
     /// no RBAC bindings (the recorded `alice`).
     pub unprivileged_users: Vec<String>,
     /// etcd client URLs, for the `etcd` health check of `/healthz` and `/readyz`.
     pub etcd_servers: Vec<String>,
+    /// Lab-only: anonymous callers may also read discovery and create self reviews (as if
+    /// `system:discovery` and `system:basic-user` were bound to `system:unauthenticated`).
+    pub anonymous_discovery: bool,
     /// `--shutdown-delay-duration`: after SIGTERM, keep serving (with `/readyz` failing)
     /// this long before closing the listener.
     pub shutdown_delay: Duration,
@@ -132,6 +140,7 @@ struct State {
     version: EmulatedVersion,
     unprivileged_users: Vec<String>,
     etcd_servers: Vec<String>,
+    anonymous_discovery: bool,
     /// Set at the shutdown signal: `/readyz` fails from then on.
     shutting_down: std::sync::atomic::AtomicBool,
     /// Cancelled when the listener closes: connections send GOAWAY / close after their
@@ -154,40 +163,106 @@ fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     })
 }
 
+/// Reads a PEM certificate chain and key into a rustls certified key, checking they match.
+fn load_certified_key(
+    cert_file: &PathBuf,
+    key_file: &PathBuf,
+) -> Result<rustls::sign::CertifiedKey, ServerError> {
+    let cert_pem = read_file(cert_file)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Pem {
+            path: cert_file.clone(),
+            why: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::Pem {
+            path: cert_file.clone(),
+            why: "no certificate".into(),
+        });
+    }
+    let key_pem = read_file(key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
+        path: key_file.clone(),
+        why: e.to_string(),
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+/// The serving certificate, re-read when its files change (kube-apiserver reloads
+/// `--tls-cert-file`/`--tls-private-key-file` in place). A half-written or mismatched pair
+/// keeps the previous certificate.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: parking_lot::Mutex<(FileStamps, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// (modified time, length) of the certificate and key files.
+type FileStamps = Option<[(SystemTime, u64); 2]>;
+
+fn stamps(cert: &PathBuf, key: &PathBuf) -> FileStamps {
+    let one = |p: &PathBuf| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    Some([one(cert)?, one(key)?])
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let now = stamps(&self.cert_file, &self.key_file);
+        let mut current = self.current.lock();
+        if now.is_some() && now != current.0 {
+            match load_certified_key(&self.cert_file, &self.key_file) {
+                Ok(k) => {
+                    tracing::info!(file = %self.cert_file.display(), "serving certificate reloaded");
+                    *current = (now, Arc::new(k));
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous serving certificate"),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
 fn tls_config(
     cfg: &ServerConfig,
     authn: &Authenticator,
 ) -> Result<rustls::ServerConfig, ServerError> {
-    let cert_pem = read_file(&cfg.tls_cert_file)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Pem {
-            path: cfg.tls_cert_file.clone(),
-            why: e.to_string(),
-        })?;
-    let key_pem = read_file(&cfg.tls_private_key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ServerError::Pem {
-        path: cfg.tls_private_key_file.clone(),
-        why: e.to_string(),
-    })?;
+    let first_stamps = stamps(&cfg.tls_cert_file, &cfg.tls_private_key_file);
+    let certified = load_certified_key(&cfg.tls_cert_file, &cfg.tls_private_key_file)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(authn.tls_verifier()?)
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(ReloadingCert {
+            cert_file: cfg.tls_cert_file.clone(),
+            key_file: cfg.tls_private_key_file.clone(),
+            current: parking_lot::Mutex::new((first_stamps, Arc::new(certified))),
+        }));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tls)
 }
 
-fn version_body(v: &EmulatedVersion) -> Vec<u8> {
+/// `/version`: the binary's version in major/minor/gitVersion, the emulated one in the
+/// emulation fields (kube-apiserver with `--emulated-version`).
+fn version_body(binary: &EmulatedVersion, v: &EmulatedVersion) -> Vec<u8> {
     let value = json!({
-        "major": v.major.to_string(),
-        "minor": v.minor.to_string(),
+        "major": binary.major.to_string(),
+        "minor": binary.minor.to_string(),
         "emulationMajor": v.major.to_string(),
         "emulationMinor": v.minor.to_string(),
         "minCompatibilityMajor": v.major.to_string(),
         "minCompatibilityMinor": v.minor.saturating_sub(1).to_string(),
-        "gitVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
+        "gitVersion": format!("v{}.{}.{}", binary.major, binary.minor, binary.patch),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",
@@ -250,11 +325,15 @@ impl LabServer {
             authn,
             audit,
             handler,
-            version_body: version_body(&cfg.version),
+            version_body: version_body(
+                cfg.binary_version.as_ref().unwrap_or(&cfg.version),
+                &cfg.version,
+            ),
             started: SystemTime::now(),
             version: cfg.version,
             unprivileged_users: cfg.unprivileged_users,
             etcd_servers: cfg.etcd_servers,
+            anonymous_discovery: cfg.anonymous_discovery,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             drain: tokio_util::sync::CancellationToken::new(),
             shutdown_delay: cfg.shutdown_delay,
@@ -467,7 +546,10 @@ async fn handle(
     let pretty = wants_pretty(req.headers(), uri.query());
     let mut impersonated = None;
     let (mut resp, identity) = match authn {
-        Authn::Unauthorized => (Status::unauthorized().response_with(pretty), None),
+        Authn::Unauthorized => (
+            drained(req, Status::unauthorized().response_with(pretty)).await,
+            None,
+        ),
         Authn::User(requester) => 'user: {
             // Impersonation runs after authentication and before authorization.
             let id = match impersonate(&state, &requester, req.headers()) {
@@ -476,7 +558,12 @@ async fn handle(
                     target
                 }
                 Ok(None) => requester.clone(),
-                Err(status) => break 'user (status.response_with(pretty), Some(requester)),
+                Err(status) => {
+                    break 'user (
+                        drained(req, status.response_with(pretty)).await,
+                        Some(requester),
+                    );
+                }
             };
             if requester.is_anonymous() && req.version() == http::Version::HTTP_2 {
                 close.requested.notify_one();
@@ -519,6 +606,13 @@ async fn handle(
             http::HeaderValue::from_static(PF_PRIORITYLEVEL_UID),
         );
     }
+    tracing::debug!(
+        method = %method,
+        path = %path_and_query,
+        user = identity.as_ref().map(|i| i.user.as_str()).unwrap_or(""),
+        code,
+        "request"
+    );
     audit(
         &state,
         AuditEntry {
@@ -793,10 +887,10 @@ fn forbidden(id: &Identity, info: &RequestInfo) -> Status {
 }
 
 fn authorized(state: &State, id: &Identity, info: &RequestInfo) -> bool {
-    if id.is_anonymous() {
+    if id.is_anonymous() && !state.anonymous_discovery {
         return matches!(info, RequestInfo::NonResource { path, .. } if PUBLIC_PATHS.contains(&path.as_str()));
     }
-    if state.unprivileged_users.contains(&id.user) {
+    if id.is_anonymous() || state.unprivileged_users.contains(&id.user) {
         return match info {
             RequestInfo::NonResource { path, .. } => is_discovery_path(path),
             RequestInfo::Resource(r) => is_self_review(r),
@@ -813,14 +907,23 @@ async fn serve(
 ) -> LabResponse {
     let pretty = wants_pretty(req.headers(), req.uri().query());
     if !authorized(state, id, info) {
-        return forbidden(id, info).response_with(pretty);
+        return drained(req, forbidden(id, info).response_with(pretty)).await;
     }
     match info {
         RequestInfo::NonResource { path, .. } => {
-            serve_non_resource(state, path, &req, pretty).await
+            let resp = serve_non_resource(state, path, &req, pretty).await;
+            drained(req, resp).await
         }
         RequestInfo::Resource(r) => serve_resource(state, id, r, req, pretty).await,
     }
+}
+
+/// Reads (and drops) what the client is still sending before answering without the
+/// body: answering an HTTP/2 request mid-upload resets the stream, which clients report
+/// as a transport error instead of the answer. Bounded, like kube-apiserver's body limit.
+async fn drained(req: http::Request<Incoming>, resp: LabResponse) -> LabResponse {
+    let _ = Limited::new(req.into_body(), 3 << 20).collect().await;
+    resp
 }
 
 async fn serve_non_resource(
@@ -837,6 +940,8 @@ async fn serve_non_resource(
     let trimmed = path.trim_end_matches('/');
     let parts: Vec<&str> = trimmed.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        // `/`: kube-apiserver's index of the paths it serves (always indented).
+        [""] => json_response(http::StatusCode::OK, json_bytes(&root_paths(state), true)),
         ["api"] => discovery_root(state, req, pretty, true),
         ["apis"] => discovery_root(state, req, pretty, false),
         ["api", version] => match d.resource_list("", version, pretty) {
@@ -898,6 +1003,41 @@ async fn etcd_healthy(endpoints: &[String]) -> bool {
         }
     }
     false
+}
+
+/// The paths listed at `/`, sorted as kube-apiserver lists them.
+fn root_paths(state: &State) -> serde_json::Value {
+    let mut paths: std::collections::BTreeSet<String> = [
+        "/api",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/version",
+        "/openapi/v3",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    for g in state.discovery.surface.all_groups() {
+        let name = &g.metadata.name;
+        if !name.is_empty() {
+            paths.insert(format!("/apis/{name}"));
+        }
+        for v in &g.versions {
+            paths.insert(if name.is_empty() {
+                format!("/api/{}", v.version)
+            } else {
+                format!("/apis/{name}/{}", v.version)
+            });
+        }
+    }
+    for check in ["ping", "log", "etcd", "shutdown"] {
+        for endpoint in ["healthz", "livez", "readyz"] {
+            paths.insert(format!("/{endpoint}/{check}"));
+        }
+    }
+    json!({ "paths": paths })
 }
 
 /// `/healthz`, `/livez`, `/readyz` and their per-check paths; `etcd` is the etcd check's
@@ -1005,11 +1145,11 @@ fn discovery_root(
             .expect("valid response");
     }
     let body = if pretty {
-        agg.pretty(if api_version == "v2" {
+        Bytes::from(agg.pretty(if api_version == "v2" {
             "apidiscovery.k8s.io/v2"
         } else {
             "apidiscovery.k8s.io/v2beta1"
-        })
+        }))
     } else {
         body
     };
@@ -1098,20 +1238,21 @@ fn resource_accept_ok(headers: &http::HeaderMap) -> bool {
         })
 }
 
-async fn serve_resource(
+/// Finds the resource and checks scope, subresource, verb and `Accept`; the error is the
+/// answer kube-apiserver gives instead.
+fn route_resource(
     state: &State,
-    id: &Identity,
     info: &ResourceInfo,
-    req: http::Request<Incoming>,
+    headers: &http::HeaderMap,
     pretty: bool,
-) -> LabResponse {
+) -> Result<(super::types::ResourceMeta, Option<String>), Box<LabResponse>> {
     let surface = &state.discovery.surface;
     if surface.group(&info.group).is_none() {
-        return text_not_found();
+        return Err(Box::new(text_not_found()));
     }
     let not_found = || Status::path_not_found().response_with(pretty);
     let Some(meta) = surface.lookup(&info.group, &info.version, &info.resource) else {
-        return not_found();
+        return Err(Box::new(not_found()));
     };
     let mut namespace = info.namespace.clone();
     if !meta.namespaced && namespace.is_some() {
@@ -1120,18 +1261,22 @@ async fn serve_resource(
         if meta.resource == "namespaces" && namespace == info.name {
             namespace = None;
         } else {
-            return not_found();
+            return Err(Box::new(not_found()));
         }
     }
     if meta.namespaced && namespace.is_none() && info.name.is_some() {
-        return not_found();
+        return Err(Box::new(not_found()));
+    }
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    if meta.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
         Some(sub) => {
             match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
                 Some(v) => v,
-                None => return not_found(),
+                None => return Err(Box::new(not_found())),
             }
         }
     };
@@ -1139,18 +1284,34 @@ async fn serve_resource(
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {
-        return Status::method_not_allowed().response_with(pretty);
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
-    if !resource_accept_ok(req.headers()) {
+    if !resource_accept_ok(headers) {
         // Recorded: the resource 406 is always indented and has empty details.
-        return Status::new(
+        return Err(Box::new(
+            Status::new(
             406,
             "NotAcceptable",
             "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
         )
         .with_details(json!({}))
-        .response_with(true);
+        .response_with(true),
+        ));
     }
+    Ok((meta, namespace))
+}
+
+async fn serve_resource(
+    state: &State,
+    id: &Identity,
+    info: &ResourceInfo,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let (meta, namespace) = match route_resource(state, info, req.headers(), pretty) {
+        Ok(found) => found,
+        Err(resp) => return drained(req, *resp).await,
+    };
     if meta.group == "authentication.k8s.io"
         && meta.resource == "selfsubjectreviews"
         && info.subresource.is_none()
