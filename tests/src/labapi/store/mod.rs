@@ -232,8 +232,25 @@ impl Store {
         req: ResourceRequest,
         http: http::Request<hyper::body::Incoming>,
     ) -> LabResponse {
-        let query = Query::parse(http.uri().query());
-        let out = match Output::negotiate(http.headers(), query.get("pretty")) {
+        if req.verb == Verb::Connect
+            && matches!(req.subresource.as_deref(), Some("exec" | "attach"))
+        {
+            return self.connect_exec(req, http).await;
+        }
+        // Read the whole body before answering anything, even answers that do not use it:
+        // an HTTP/2 answer sent while the client is still uploading resets the stream.
+        let (parts, body) = match read_body(http).await {
+            Ok(pb) => pb,
+            Err(s) => {
+                return Output {
+                    format: Format::Json,
+                    pretty: false,
+                }
+                .status(&s);
+            }
+        };
+        let query = Query::parse(parts.uri.query());
+        let out = match Output::negotiate(&parts.headers, query.get("pretty")) {
             Ok(o) => o,
             Err(s) => {
                 return Output {
@@ -249,30 +266,17 @@ impl Store {
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
-            (Verb::Connect, Some("exec" | "attach")) => return self.connect_exec(req, http).await,
             (Verb::Get, Some("log")) => return self.log(&req, &query, out).await,
             _ if is_watch => return watch::watch(self, &req, &query, out).await,
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
-            (Verb::Create, None) if is_virtual(&req.meta) => match read_body(http).await {
-                Ok((parts, body)) => review(&req, &parts, &body),
-                Err(s) => Err(s),
-            },
-            (Verb::Create, None) => match read_body(http).await {
-                Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
-                Err(s) => Err(s),
-            },
+            (Verb::Create, None) if is_virtual(&req.meta) => review(&req, &parts, &body),
+            (Verb::Create, None) => self.create(&req, &parts, &body, dry_run).await,
             (Verb::Update | Verb::Patch, None | Some("status") | Some("scale")) => {
-                match read_body(http).await {
-                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body, dry_run).await,
-                    Err(s) => Err(s),
-                }
+                self.update_or_patch(&req, &parts, &body, dry_run).await
             }
-            (Verb::Delete, None) => match read_body(http).await {
-                Ok((_, body)) => self.delete(&req, &body, dry_run).await,
-                Err(s) => Err(s),
-            },
+            (Verb::Delete, None) => self.delete(&req, &body, dry_run).await,
             (Verb::DeleteCollection, None) => self.delete_collection(&req, &query).await,
             (verb, sub) => Err(Status::new(
                 405,
