@@ -22,8 +22,8 @@ use crate::cli::{LogFormat, RunArgs};
 use crate::frontdoor::{FrontDoor, FrontDoorConfig, FrontDoorError};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
-    self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
-    UpstreamConnector,
+    self, BypassConnector, DirectConnector, ListenError, ListenerSource, PlainListeners,
+    SteerError, SteeredListeners, Steering, UpstreamConnector,
 };
 
 /// What `mvp run` does with each accepted (steered) connection: the L7 [`FrontDoor`] when
@@ -135,6 +135,13 @@ impl RunConfig {
                 )));
             }
         }
+        if args.no_steer && !args.front_door.enabled() {
+            return Err(AppError::Config(
+                "--no-steer serves the L7 front door only: give --tls-cert-file and its flags \
+                 (the L4 relay forwards steered connections to their original destination)"
+                    .into(),
+            ));
+        }
         let listen = if args.listen.is_empty() {
             // Loopback, ephemeral: reachable only through steering.
             let mut l = Vec::new();
@@ -240,10 +247,18 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
 
     let targets: Vec<SocketAddr> = cfg.steer.iter().map(|t| t.get()).collect();
-    let steering = Steering::load(&targets, &netns)?;
-    let handle = steering.handle();
+    // No targets (`--no-steer`): plain listeners, plain upstream connects, no eBPF.
+    let steering = if targets.is_empty() {
+        None
+    } else {
+        Some(Steering::load(&targets, &netns)?)
+    };
+    let handle = steering.as_ref().map(Steering::handle);
 
-    let source = SteeredListeners::new(handle.clone());
+    let source: Arc<dyn ListenerSource> = match &handle {
+        Some(h) => Arc::new(SteeredListeners::new(h.clone())),
+        None => Arc::new(PlainListeners::default()),
+    };
     let listeners = source.bind(&cfg.listen)?;
     let own: Vec<SocketAddr> = listeners
         .iter()
@@ -253,17 +268,23 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     let front_door = match &cfg.front_door {
         Some(config) => Some(FrontDoor::new(
             config,
-            Arc::new(BypassConnector::new(handle.clone())),
+            match &handle {
+                Some(h) => Arc::new(BypassConnector::new(h.clone())),
+                None => Arc::new(DirectConnector::default()),
+            },
         )?),
         None => None,
     };
     let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
-    let relay = Arc::new(Relay::new(
-        BypassConnector::new(handle.clone()),
-        own.clone(),
-        stats.clone(),
-    ));
+    // The relay only exists with steering (RunConfig refuses --no-steer without TLS flags).
+    let relay = handle.as_ref().map(|h| {
+        Arc::new(Relay::new(
+            BypassConnector::new(h.clone()),
+            own.clone(),
+            stats.clone(),
+        ))
+    });
 
     let admin_listener = TcpListener::bind(cfg.admin)
         .await
@@ -274,11 +295,14 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     let admin_state = Arc::new(AdminState {
         counters: Box::new({
             let h = handle.clone();
-            move || h.counters()
+            move || match &h {
+                Some(h) => h.counters(),
+                None => Err(io::Error::other("no steering (--no-steer)")),
+            }
         }),
         ready: Box::new({
-            let h = handle.clone();
-            move || h.is_ready()
+            let source = source.clone();
+            move || source.is_active()
         }),
         relay: stats,
         front_door: front_door.as_ref().map(FrontDoor::stats),
@@ -319,7 +343,8 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         listeners = ?own,
         admin = %cfg.admin,
         mode = if front_door.is_some() { "front door (L7)" } else { "relay (L4)" },
-        "ready: listener in the SOCKMAP"
+        steering = steering.is_some(),
+        "ready: listener in the SOCKMAP (or, with --no-steer, listening)"
     );
 
     let mut conns = JoinSet::new();
@@ -328,9 +353,10 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         let door = front_door.clone();
         conns.spawn(async move {
             match relay::addresses(&conn) {
-                Ok((client, orig_dst)) => match door {
-                    Some(door) => door.handle(conn, client, orig_dst).await,
-                    None => handler.handle(conn, client, orig_dst).await,
+                Ok((client, orig_dst)) => match (door, handler) {
+                    (Some(door), _) => door.handle(conn, client, orig_dst).await,
+                    (None, Some(relay)) => relay.handle(conn, client, orig_dst).await,
+                    (None, None) => {}
                 },
                 Err(e) => tracing::debug!(error = %one_line(&e), "connection gone before handling"),
             }
@@ -386,7 +412,9 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     if let Some(task) = cert_reloader {
         task.abort();
     }
-    steering.detach()?;
+    if let Some(steering) = steering {
+        steering.detach()?;
+    }
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("stopped");
@@ -458,6 +486,30 @@ mod tests {
         ])
         .expect_err("no v6 listener");
         assert!(e.to_string().contains("V6"), "{e}");
+    }
+
+    #[test]
+    fn no_steer_is_for_the_front_door_only() {
+        let e = config(&["run", "--no-steer", "--listen", "127.0.0.1:19446"])
+            .expect_err("no TLS flags");
+        assert!(e.to_string().contains("--tls-cert-file"), "{e}");
+        let c = config(&[
+            "run",
+            "--no-steer",
+            "--listen",
+            "127.0.0.1:19446",
+            "--tls-cert-file",
+            "/x/srv.crt",
+            "--tls-private-key-file",
+            "/x/srv.key",
+            "--upstream",
+            "https://127.0.0.1:19443",
+            "--upstream-ca-file",
+            "/x/ca.crt",
+        ])
+        .expect("valid");
+        assert!(c.steer.is_empty());
+        assert_eq!(c.listen, vec!["127.0.0.1:19446".parse().expect("addr")]);
     }
 
     #[test]

@@ -38,8 +38,17 @@ pub enum LogFormat {
 pub struct RunArgs {
     /// Destination (address, port) to steer into mvp, e.g. 198.18.0.1:6443. Repeatable.
     /// Loopback is refused: it is never steered.
-    #[arg(long = "steer", value_name = "ADDR:PORT", required = true, num_args = 1..)]
+    #[arg(
+        long = "steer",
+        value_name = "ADDR:PORT",
+        required_unless_present = "no_steer",
+        num_args = 1..
+    )]
     pub steer: Vec<SteerTarget>,
+    /// Steer nothing: serve the front door on --listen only, without eBPF (no root needed).
+    /// For a front door clients reach at its own port, e.g. benchmarks.
+    #[arg(long, conflicts_with = "steer", requires = "listen")]
+    pub no_steer: bool,
     /// Where mvp's listener binds (one per address family). Default: 127.0.0.1:0 and/or
     /// [::1]:0 for the families being steered.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
@@ -162,6 +171,30 @@ mod tests {
         assert_eq!(r.netns, Some(PathBuf::from("/run/netns/x")));
         assert_eq!(r.log_format, LogFormat::Json);
         assert_eq!(r.drain_timeout(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn no_steer_needs_a_listener_and_excludes_steer() {
+        let r = run(&["run", "--no-steer", "--listen", "127.0.0.1:19446"]);
+        assert!(r.no_steer);
+        assert!(r.steer.is_empty());
+        for (args, want) in [
+            (vec!["run", "--no-steer"], "--listen"),
+            (
+                vec![
+                    "run",
+                    "--no-steer",
+                    "--listen",
+                    "127.0.0.1:1",
+                    "--steer",
+                    "198.18.0.1:6443",
+                ],
+                "--steer",
+            ),
+        ] {
+            let err = parse(&args).expect_err("must fail").to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -116,9 +116,26 @@ impl Status {
         out
     }
 
+    /// The JSON body indented as the apiserver writes it for `pretty` requests (Go's
+    /// `json.MarshalIndent(obj, "", "  ")`: no trailing newline).
+    pub fn to_json_pretty(&self) -> Vec<u8> {
+        let compact: serde_json::Value =
+            serde_json::from_slice(&self.to_json()).expect("to_json writes JSON");
+        serde_json::to_vec_pretty(&compact).expect("a JSON value always serializes")
+    }
+
     /// The complete HTTP response.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = Bytes::from(self.to_json());
+        self.into_response_for(false)
+    }
+
+    /// The complete HTTP response, indented when `pretty` (see [`wants_pretty`]).
+    pub fn into_response_for(self, pretty: bool) -> Response<Full<Bytes>> {
+        let body = Bytes::from(if pretty {
+            self.to_json_pretty()
+        } else {
+            self.to_json()
+        });
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = self.code;
         let headers = response.headers_mut();
@@ -139,6 +156,27 @@ impl Status {
         }
         response
     }
+}
+
+/// Whether the apiserver would indent its JSON answer to this request (k8s.io/apiserver
+/// `negotiation.isPrettyPrint`): a non-empty `pretty` query parameter decides (Go's
+/// `strconv.ParseBool`); otherwise user agents starting with `curl`, `Wget` or `Mozilla/5.0`.
+pub fn wants_pretty(headers: &http::HeaderMap, query: Option<&str>) -> bool {
+    let param = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("pretty="))
+        .filter(|v| !v.is_empty());
+    if let Some(v) = param {
+        return matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    ["curl", "Wget", "Mozilla/5.0"]
+        .iter()
+        .any(|p| agent.starts_with(p))
 }
 
 /// A random (v4) UUID in the apiserver's Audit-Id format.
@@ -186,6 +224,28 @@ mod tests {
             String::from_utf8(Status::unauthorized().to_json()).unwrap(),
             recorded
         );
+    }
+
+    #[test]
+    fn curl_and_pretty_requests_get_the_indented_body_like_the_apiserver() {
+        let pretty = "{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {},\n  \"status\": \"Failure\",\n  \"message\": \"Unauthorized\",\n  \"reason\": \"Unauthorized\",\n  \"code\": 401\n}";
+        assert_eq!(
+            String::from_utf8(Status::unauthorized().to_json_pretty()).unwrap(),
+            pretty
+        );
+        let ua = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::USER_AGENT, HeaderValue::from_static(v));
+            h
+        };
+        assert!(wants_pretty(&ua("curl/8.5.0"), None));
+        assert!(!wants_pretty(&ua("kubectl/v1.33.4"), None));
+        assert!(wants_pretty(
+            &ua("kubectl/v1.33.4"),
+            Some("a=b&pretty=true")
+        ));
+        assert!(!wants_pretty(&ua("curl/8.5.0"), Some("pretty=false")));
+        assert!(wants_pretty(&ua("curl/8.5.0"), Some("pretty=")));
     }
 
     #[test]

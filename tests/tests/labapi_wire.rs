@@ -1245,12 +1245,32 @@ fn authentication_edges() {
     let pki = Pki::new();
     let lab = start_lab(&pki, "k8s-1.36", &[]);
 
-    // A certificate from an unknown CA fails the TLS handshake itself.
-    let stranger = curl(&lab, "stranger", true, "GET", "/version", &[], None);
-    assert!(
-        stranger.is_err(),
-        "untrusted client certificate was accepted: {stranger:?}"
+    // A certificate from an unknown CA completes the handshake (Go's tls.RequestClientCert,
+    // as kube-apiserver) and gets a 401 Status; a valid bearer token on the same request
+    // still authenticates it, as kube's union authenticator does.
+    let stranger = curl(&lab, "stranger", true, "GET", "/version", &[], None).unwrap();
+    assert_eq!(stranger.status, 401, "{stranger:?}");
+    let status: serde_json::Value = serde_json::from_slice(&stranger.body).unwrap();
+    assert_eq!(
+        (&status["kind"], &status["reason"], &status["code"]),
+        (
+            &Value::from("Status"),
+            &Value::from("Unauthorized"),
+            &Value::from(401)
+        ),
+        "{status}"
     );
+    let with_token = curl(
+        &lab,
+        "stranger",
+        true,
+        "GET",
+        "/apis",
+        &[("authorization".to_string(), format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .unwrap();
+    assert_eq!(with_token.status, 200, "{with_token:?}");
 
     // Anonymous may read /version and health, nothing else.
     let version = curl(&lab, "anon", false, "GET", "/version", &[], None).unwrap();

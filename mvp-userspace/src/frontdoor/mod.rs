@@ -381,6 +381,7 @@ impl Shared {
         }
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let pretty = crate::status::wants_pretty(req.headers(), uri.query());
         match self.forward(conn, req).await {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
@@ -396,7 +397,7 @@ impl Shared {
                     %error,
                     "request not forwarded"
                 );
-                status.into_response().map(Either::Right)
+                status.into_response_for(pretty).map(Either::Right)
             }
         }
     }

@@ -79,6 +79,60 @@ pub enum Authn {
     Unauthorized,
 }
 
+/// Go's `tls.RequestClientCert`: ask for a certificate, accept any the client proves to hold
+/// the key of; the chain is judged per request by the authenticators. Everything but the
+/// chain check is delegated to a WebPKI verifier over the client CAs (issuer hints,
+/// signature checks).
+#[derive(Debug)]
+struct RequestClientCert {
+    hints: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.hints.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.hints.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.hints.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.hints.supported_verify_schemes()
+    }
+}
+
 /// Authenticates requests; built once per server.
 pub struct Authenticator {
     client_ca: Option<Arc<dyn ClientCertVerifier>>,
@@ -258,19 +312,27 @@ impl Authenticator {
         })
     }
 
-    /// The TLS client-certificate verifier: certificates are requested, not required, and a
-    /// presented certificate that chains to none of the CAs fails the handshake.
+    /// The TLS client-certificate verifier, as kube-apiserver's Go `tls.RequestClientCert`:
+    /// certificates are requested (the CAs advertised as acceptable issuers), never required,
+    /// and not verified in the handshake; only the client's proof of holding the key is
+    /// checked. [`Authenticator::authenticate`] judges the chain per request, so an unknown-CA
+    /// or expired certificate gets a 401 Status (or authenticates with a bearer token on the
+    /// same request), never a failed handshake.
     pub fn tls_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, AuthnError> {
         if self.all_roots.is_empty() {
             return Ok(WebPkiClientVerifier::no_client_auth());
         }
-        WebPkiClientVerifier::builder_with_provider(Arc::new(self.all_roots.clone()), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|source| AuthnError::Verifier {
-                path: PathBuf::from("client CA bundles"),
-                source,
-            })
+        let hints = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(self.all_roots.clone()),
+            provider(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|source| AuthnError::Verifier {
+            path: PathBuf::from("client CA bundles"),
+            source,
+        })?;
+        Ok(Arc::new(RequestClientCert { hints }))
     }
 
     fn verifies(verifier: &Arc<dyn ClientCertVerifier>, chain: &[CertificateDer<'static>]) -> bool {
