@@ -1,4 +1,4 @@
-//! Project tasks. `cargo xtask setup | test | lab | lint`.
+//! Project tasks. `cargo xtask setup | test | lab | lint | bench`.
 //!
 //! xtask deliberately depends on nothing that needs the machine set up (no eBPF, no
 //! protoc), so `cargo xtask setup` works on a fresh machine.
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod run;
 mod setup;
 
@@ -36,6 +37,9 @@ enum Command {
     },
     /// cargo fmt --check and clippy -D warnings.
     Lint,
+    /// mvp (release, `--no-steer`) as a TLS front door side by side with the anchors
+    /// (direct nginx, HAProxy, nginx proxy) from one run of shared/bench/anchors.sh.
+    Bench,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::Test { args } => run::test(&args),
         Command::Lab { args } => run::lab(&args),
         Command::Lint => run::lint(),
+        Command::Bench => bench::bench(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

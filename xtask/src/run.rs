@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::setup::{repo_root, setup};
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(repo_root());
     // The whole suite always builds and loads the real eBPF object.
@@ -14,7 +14,7 @@ fn cargo() -> Command {
     cmd
 }
 
-fn run(what: &str, mut cmd: Command) -> Result<()> {
+pub(crate) fn run(what: &str, mut cmd: Command) -> Result<()> {
     eprintln!("xtask: {what}");
     let status = cmd
         .status()
