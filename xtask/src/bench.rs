@@ -23,10 +23,18 @@ const MVP_ADMIN: &str = "127.0.0.1:19447";
 /// The anchors' upstream (nginx, TLS + h2).
 const UPSTREAM: &str = "https://127.0.0.1:19443";
 
+/// `$MVP_ANCHORS`, else `shared/bench/anchors.sh` next to the checkout or one of its
+/// parents (`../shared` from the main checkout, `../../shared` from a worktree).
 fn anchors_script() -> PathBuf {
-    std::env::var_os("MVP_ANCHORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/bench/anchors.sh"))
+    if let Some(p) = std::env::var_os("MVP_ANCHORS") {
+        return PathBuf::from(p);
+    }
+    let root = repo_root();
+    root.ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/bench/anchors.sh"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| root.join("../shared/bench/anchors.sh"))
 }
 
 /// The anchors' work dir (their certs live there): `$W`, default `/tmp/anchors`.
