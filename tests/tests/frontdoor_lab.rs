@@ -233,6 +233,8 @@ fn review_answer(status: u16, body: &str) -> String {
 
 struct Creds {
     alice: PathBuf,
+    unknown: PathBuf,
+    expired: PathBuf,
     alice_files: (PathBuf, PathBuf),
     fp_files: (PathBuf, PathBuf),
     unknown_files: (PathBuf, PathBuf),
@@ -252,6 +254,12 @@ fn creds(lab: &LabCluster) -> Creds {
         .unwrap();
     Creds {
         alice: alice_kc,
+        unknown: lab
+            .write_kubeconfig(NODE, "unknown-ca", "x", Credentials::Cert(unknown.clone()))
+            .unwrap(),
+        expired: lab
+            .write_kubeconfig(NODE, "expired", "x", Credentials::Cert(expired.clone()))
+            .unwrap(),
         alice_files: cert_files(lab, &alice, "alice"),
         fp_files: cert_files(lab, pki.front_proxy_client(), "front-proxy-client"),
         unknown_files: cert_files(lab, &unknown, "unknown-ca"),
@@ -273,6 +281,8 @@ const CASES: &[&str] = &[
     "expired client cert",
     "exec lab-identity over WebSocket",
     "exec lab-identity over SPDY",
+    "kubectl with a client cert from an unknown CA",
+    "kubectl with an expired client cert",
 ];
 
 fn run_case(lab: &LabCluster, c: &Creds, case: &str) -> Seen {
@@ -340,6 +350,15 @@ fn run_case(lab: &LabCluster, c: &Creds, case: &str) -> Seen {
             assert!(out.success(), "{case}: {out}");
             out.stdout
         }
+        "kubectl with a client cert from an unknown CA" | "kubectl with an expired client cert" => {
+            let kc = if case.contains("unknown") {
+                &c.unknown
+            } else {
+                &c.expired
+            };
+            let out = kubectl(lab, kc, false, &["auth", "whoami", "-o", "json"]);
+            format!("exit {}: {}", out.code, out.stderr.trim())
+        }
         other => panic!("unknown case {other}"),
     };
     let entries = audit_since(lab, before);
@@ -406,10 +425,15 @@ fn every_caller_reaches_the_apiserver_through_mvp_as_it_does_without() {
         let bad_cert = case.contains("client cert");
         if bad_cert {
             // The apiserver answers 401 itself; through mvp nothing is forwarded.
-            let (code, body) = d.answer.split_once(' ').unwrap();
-            let status: Value = serde_json::from_str(body).unwrap();
-            assert_eq!(code, "401", "{case}: {d:?}");
-            assert_eq!(status["reason"], "Unauthorized", "{case}: {d:?}");
+            if case.starts_with("kubectl") {
+                assert!(d.answer.starts_with("exit 1: "), "{case}: {d:?}");
+                assert!(d.answer.contains("Unauthorized"), "{case}: {d:?}");
+            } else {
+                let (code, body) = d.answer.split_once(' ').unwrap();
+                let status: Value = serde_json::from_str(body).unwrap();
+                assert_eq!(code, "401", "{case}: {d:?}");
+                assert_eq!(status["reason"], "Unauthorized", "{case}: {d:?}");
+            }
             assert_eq!(d.audit.len(), 1, "{case}: {d:?}");
             assert!(m.audit.is_empty(), "{case}: mvp forwarded it: {m:?}");
             continue;
