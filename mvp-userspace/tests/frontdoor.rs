@@ -229,7 +229,9 @@ async fn certs_that_authenticate_nothing_get_401_and_never_reach_the_apiserver()
         ),
     ] {
         for proto in ["--http1.1", "--http2"] {
-            let mut args = vec![proto, url.as_str()];
+            // kubectl's user agent: the apiserver's compact body (curl's would get it
+            // indented, see below).
+            let mut args = vec![proto, url.as_str(), "-A", "kubectl/v1.33.4 (linux/amd64)"];
             if let Some(h) = extra {
                 args.extend(["-H", h]);
             }
@@ -249,6 +251,13 @@ async fn certs_that_authenticate_nothing_get_401_and_never_reach_the_apiserver()
             );
         }
     }
+    // curl's own user agent gets the indented body, as kube-apiserver's isPrettyPrint gives.
+    let r = curl(&pki, Some(&pki.unknown), &[url.as_str()]).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        r.body,
+        "{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {},\n  \"status\": \"Failure\",\n  \"message\": \"Unauthorized\",\n  \"reason\": \"Unauthorized\",\n  \"code\": 401\n}"
+    );
     assert_eq!(
         upstream.requests.load(Ordering::SeqCst),
         before,
