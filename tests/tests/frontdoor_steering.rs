@@ -272,19 +272,21 @@ fn admin_get(ns: &Netns, path: &str) -> Result<String, String> {
     })
 }
 
+/// mvp steering the node address into its listener.
 fn start_mvp(server: &Netns, pki: &Pki) -> Mvp {
+    start_mvp_with(server, pki, &["--steer", &format!("{NODE_IP}:6443")])
+}
+
+/// mvp with the front-door flags and `mode` (`--steer ...` or `--no-steer --listen ...`).
+fn start_mvp_with(server: &Netns, pki: &Pki, mode: &[&str]) -> Mvp {
     let log = tempfile::NamedTempFile::new().expect("log");
     let p = |f: &str| pki.path(f);
     let child = Command::new(bins::mvp())
         .args(["run", "--log-format", "json", "--drain-timeout", "2"])
         .arg("--netns")
         .arg(server.path())
-        .args([
-            "--admin-address",
-            ADMIN,
-            "--steer",
-            &format!("{NODE_IP}:6443"),
-        ])
+        .args(["--admin-address", ADMIN])
+        .args(mode)
         .arg("--tls-cert-file")
         .arg(p("apiserver.crt"))
         .arg("--tls-private-key-file")
@@ -444,6 +446,59 @@ async fn steered_clients_reach_the_apiserver_through_the_front_door_with_their_i
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+}
+
+/// `--no-steer`: no eBPF at all, the front door on its own port (what `cargo xtask bench`
+/// runs). A client dialing that port gets the same front door: x509 identity forwarded as
+/// front-proxy headers over mvp's front-proxy cert, spoofed headers gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_steer_serves_the_front_door_on_its_own_port() {
+    require_root!();
+    trace::init();
+    test_support::netns::cleanup_stale();
+    let server = Netns::new().expect("server netns");
+    let pki = Pki::new();
+    start_apiserver(&server, &pki).await;
+    let mvp = start_mvp_with(&server, &pki, &["--no-steer", "--listen", "127.0.0.1:7443"]);
+    let (status, e) = curl_in(
+        &server,
+        &pki,
+        Some("admin"),
+        "https://127.0.0.1:7443/api/v1/namespaces",
+    )
+    .await;
+    assert!(
+        status.contains(" 200"),
+        "{status} {e:?}\n{}",
+        mvp.log_text()
+    );
+    assert_eq!(e["x-remote-user"], ["kubernetes-admin"], "{e:?}");
+    assert_eq!(e["x-remote-group"], ["system:masters"], "{e:?}");
+    assert_eq!(e["peer-cn"], ["front-proxy-client"], "{e:?}");
+    let metrics = admin_get(&server, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("mvp_frontdoor_forwarded_requests_total{caller=\"x509\"} 1"),
+        "{metrics}"
+    );
+    // The apiserver's own port is not taken over: a request there never meets mvp (which
+    // would add X-Forwarded-For and drop the caller's identity headers).
+    let (status, e) = curl_in(
+        &server,
+        &pki,
+        None,
+        "https://127.0.0.1:6443/api/v1/namespaces",
+    )
+    .await;
+    assert!(status.contains(" 200"), "{status}");
+    assert!(
+        !e.contains_key("x-forwarded-for"),
+        "went through mvp: {e:?}"
+    );
+    assert_eq!(
+        e["x-remote-user"],
+        ["mallory"],
+        "curl's own headers, unfiltered: {e:?}"
+    );
 }
 
 fn vm_kib(pid: u32, field: &str) -> i64 {
