@@ -24,8 +24,6 @@ use test_support::pki::{CertKey, Credentials, Pki};
 use test_support::require_root;
 
 const NODE: &str = "cp1";
-/// For failure messages: whether mvp is running on the node.
-static VIA_MVP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const ADMIN: &str = "127.0.0.1:9464";
 const SSR_PATH: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p1\n  namespace: default\nspec:\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n";
@@ -154,6 +152,7 @@ fn cert_files(lab: &LabCluster, ck: &CertKey, stem: &str) -> (PathBuf, PathBuf) 
 /// Returns (HTTP status, response head, body).
 fn curl(
     lab: &LabCluster,
+    via: &str,
     cert: Option<&(PathBuf, PathBuf)>,
     args: &[&str],
 ) -> (u16, String, String) {
@@ -172,15 +171,7 @@ fn curl(
     }
     cmd.args(opts).arg(format!("{}{path}", n.url()));
     let out = output(cmd, None);
-    assert!(
-        out.success(),
-        "curl {args:?} ({}): {out}",
-        if VIA_MVP.load(std::sync::atomic::Ordering::SeqCst) {
-            "through mvp"
-        } else {
-            "direct"
-        }
-    );
+    assert!(out.success(), "curl {args:?} ({via}): {out}");
     let headers = std::fs::read_to_string(&head).unwrap_or_default();
     let status = headers
         .split_whitespace()
@@ -232,6 +223,8 @@ fn review_answer(status: u16, body: &str) -> String {
 }
 
 struct Creds {
+    /// "direct" or "through mvp", for failure messages.
+    via: std::cell::Cell<&'static str>,
     alice: PathBuf,
     unknown: PathBuf,
     expired: PathBuf,
@@ -253,6 +246,7 @@ fn creds(lab: &LabCluster) -> Creds {
         .expired_client_cert("kubernetes-admin", &["system:masters"])
         .unwrap();
     Creds {
+        via: std::cell::Cell::new("direct"),
         alice: alice_kc,
         unknown: lab
             .write_kubeconfig(NODE, "unknown-ca", "x", Credentials::Cert(unknown.clone()))
@@ -299,12 +293,13 @@ fn run_case(lab: &LabCluster, c: &Creds, case: &str) -> Seen {
         "kubectl bearer token" => whoami(n.token_kubeconfig()),
         "kubectl x509 alice" => whoami(&c.alice),
         "curl anonymous" => {
-            let (s, _, b) = curl(lab, None, &ssr_args(&[]));
+            let (s, _, b) = curl(lab, c.via.get(), None, &ssr_args(&[]));
             review_answer(s, &b)
         }
         "curl front-proxy cert with forwarded headers" => {
             let (s, _, b) = curl(
                 lab,
+                c.via.get(),
                 Some(&c.fp_files),
                 &ssr_args(&[
                     "-H",
@@ -318,25 +313,25 @@ fn run_case(lab: &LabCluster, c: &Creds, case: &str) -> Seen {
             review_answer(s, &b)
         }
         "spoof: anonymous with X-Remote-User/Group" => {
-            let (s, _, b) = curl(lab, None, &ssr_args(&SPOOF));
+            let (s, _, b) = curl(lab, c.via.get(), None, &ssr_args(&SPOOF));
             review_answer(s, &b)
         }
         "spoof: bearer with X-Remote-User/Group" => {
             let mut extra = SPOOF.to_vec();
             extra.extend(["-H", auth.as_str()]);
-            let (s, _, b) = curl(lab, None, &ssr_args(&extra));
+            let (s, _, b) = curl(lab, c.via.get(), None, &ssr_args(&extra));
             review_answer(s, &b)
         }
         "spoof: x509 alice with X-Remote-User/Group" => {
-            let (s, _, b) = curl(lab, Some(&c.alice_files), &ssr_args(&SPOOF));
+            let (s, _, b) = curl(lab, c.via.get(), Some(&c.alice_files), &ssr_args(&SPOOF));
             review_answer(s, &b)
         }
         "client cert from an unknown CA" => {
-            let (s, _, b) = curl(lab, Some(&c.unknown_files), &ssr_args(&[]));
+            let (s, _, b) = curl(lab, c.via.get(), Some(&c.unknown_files), &ssr_args(&[]));
             format!("{s} {b}")
         }
         "expired client cert" => {
-            let (s, _, b) = curl(lab, Some(&c.expired_files), &ssr_args(&[]));
+            let (s, _, b) = curl(lab, c.via.get(), Some(&c.expired_files), &ssr_args(&[]));
             format!("{s} {b}")
         }
         "exec lab-identity over WebSocket" | "exec lab-identity over SPDY" => {
@@ -402,7 +397,7 @@ fn every_caller_reaches_the_apiserver_through_mvp_as_it_does_without() {
     let direct: Vec<Seen> = CASES.iter().map(|k| run_case(&lab, &c, k)).collect();
     // Phase 2: the same requests, steered into mvp.
     let mvp = start_mvp(&lab);
-    VIA_MVP.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.via.set("through mvp");
     let established = "mvp_frontdoor_connections_total{result=\"established\"} ";
     let conns_before = metric(&lab, established);
     let through: Vec<Seen> = CASES.iter().map(|k| run_case(&lab, &c, k)).collect();
@@ -703,7 +698,6 @@ fn watch_big_streams_outages_and_cert_rotation_through_mvp() {
     eprintln!("200 MiB exec stdout (and 200 MiB stdin) direct in {direct_stream:.2?}");
 
     let mut mvp = start_mvp(&lab);
-    VIA_MVP.store(true, std::sync::atomic::Ordering::SeqCst);
     let pid = mvp.pid();
     let (median, max) = measure_watch(&lab, "mvp", "127.0.0.1:");
     eprintln!(
@@ -728,7 +722,7 @@ fn watch_big_streams_outages_and_cert_rotation_through_mvp() {
     // restarting mvp.
     lab.stop_apiserver(NODE).unwrap();
     let admin = cert_files(&lab, lab.pki().admin(), "admin");
-    let (status, head, body) = curl(&lab, Some(&admin), &[cms]);
+    let (status, head, body) = curl(&lab, "through mvp", Some(&admin), &[cms]);
     assert_eq!(status, 503, "{head}{body}");
     assert!(
         head.to_ascii_lowercase().contains("retry-after: 1"),
