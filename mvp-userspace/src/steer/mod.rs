@@ -423,6 +423,25 @@ impl Steering {
     }
 }
 
+/// The node's interface addresses (every family, loopback included; callers filter).
+/// Lives here because it asks the kernel (netlink via getifaddrs).
+pub fn node_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut out: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The namespace file of the calling thread (the default attach target).
 pub fn own_netns() -> PathBuf {
     PathBuf::from("/proc/thread-self/ns/net")
