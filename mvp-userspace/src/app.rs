@@ -203,6 +203,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             move || h.is_ready()
         }),
         relay: stats,
+        steering: targets.iter().map(SocketAddr::to_string).collect(),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -311,7 +312,9 @@ mod tests {
     fn config(args: &[&str]) -> Result<RunConfig, AppError> {
         let cli = Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
             .expect("parses");
-        let Command::Run(r) = cli.command;
+        let Command::Run(r) = cli.command else {
+            panic!("not run");
+        };
         RunConfig::from_args(&r)
     }
 

@@ -21,6 +21,54 @@ pub struct Cli {
 pub enum Command {
     /// Steer connections for the given addresses into mvp and relay them.
     Run(RunArgs),
+    /// Preflight: check kernel, privileges, kube-apiserver's settings and PKI, and the
+    /// peers, each PASS/WARN/FAIL with a fix. Exits non-zero on any FAIL.
+    Doctor(DoctorArgs),
+    /// Show a running mvp's servers, versions, reachability, routes and skew.
+    Status(StatusArgs),
+}
+
+/// Report format of `doctor` and `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable table.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `mvp doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Detection of kube-apiserver's settings.
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
+    /// Another control-plane apiserver to check (https://IP[:PORT]). Repeatable.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peer: Vec<String>,
+    /// The local apiserver mvp forwards to (default https://127.0.0.1:<secure port>).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Per-server time budget in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `mvp status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The running mvp's admin endpoint.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub admin_address: SocketAddr,
+    /// Time budget in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// Log output format.
@@ -75,6 +123,7 @@ mod tests {
     fn run(args: &[&str]) -> RunArgs {
         match parse(args).expect("parses").command {
             Command::Run(r) => r,
+            other => panic!("not run: {other:?}"),
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`relay`]: the L4 relay used until the L7 front door lands.
 //! - [`admin`]: /healthz, /readyz, /metrics.
 //! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
+//! - [`doctor`]: `mvp doctor`, the preflight (PASS/WARN/FAIL with fixes).
 //! - [`detect`]: zero-config detection of kube-apiserver's settings (manifest, /proc).
 //! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod detect;
+pub mod doctor;
 pub mod relay;
 pub mod steer;
 

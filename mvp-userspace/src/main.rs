@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mvp::app::{self, RunConfig};
-use mvp::cli::{Cli, Command};
+use mvp::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,12 +14,38 @@ fn main() -> ExitCode {
             app::init_logging(args.log_format);
             match RunConfig::from_args(&args).and_then(app::run) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    // One actionable line, no backtrace.
-                    eprintln!("mvp: error: {}", app::one_line(&e));
-                    ExitCode::FAILURE
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Doctor(args) => {
+            app::init_logging(LogFormat::Text);
+            match mvp::doctor::run_cli(&args) {
+                Ok((report, failed)) => {
+                    print!("{report}");
+                    if failed {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Status(args) => {
+            app::init_logging(LogFormat::Text);
+            match mvp::admin::run_status_cli(&args) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
     }
+}
+
+/// One actionable line, no backtrace.
+fn fail(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("mvp: error: {}", app::one_line(e));
+    ExitCode::FAILURE
 }

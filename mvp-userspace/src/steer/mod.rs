@@ -423,6 +423,81 @@ impl Steering {
     }
 }
 
+/// What the kernel and mvp's privileges allow for steering, for `mvp doctor`. Gathered
+/// here because it asks the kernel (bpf(), unshare(), /proc/self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelProbe {
+    /// `uname -r`, from /proc/sys/kernel/osrelease.
+    pub kernel_release: Option<String>,
+    /// Effective uid is 0.
+    pub root: bool,
+    /// Effective capability mask (CapEff in /proc/self/status).
+    pub effective_caps: Option<u64>,
+    /// /proc/self/ns/net exists (network namespaces are available).
+    pub netns: bool,
+    /// The kernel accepted a minimal sk_lookup program (aya's feature probe).
+    pub sk_lookup: Result<(), String>,
+    /// mvp's own program loaded and attached in a throwaway namespace; `None` when this
+    /// binary was built without the eBPF object.
+    pub attach: Option<Result<(), String>>,
+}
+
+/// Capability bit numbers (linux/capability.h).
+pub mod caps {
+    /// CAP_NET_ADMIN.
+    pub const NET_ADMIN: u32 = 12;
+    /// CAP_SYS_ADMIN.
+    pub const SYS_ADMIN: u32 = 21;
+    /// CAP_BPF (Linux >= 5.8).
+    pub const BPF: u32 = 39;
+}
+
+/// Probe the kernel for sk_lookup steering. With `attach`, also load mvp's program and
+/// attach it in a new network namespace owned by a short-lived thread, so nothing on
+/// the node is touched (the namespace and the link vanish with the thread).
+pub fn probe(attach: bool) -> KernelProbe {
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let effective_caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
+    let sk_lookup = match aya::sys::is_program_supported(aya::programs::ProgramType::SkLookup) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the kernel refused a minimal sk_lookup program".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let attach = if attach && cfg!(not(mvp_no_ebpf)) {
+        Some(probe_attach())
+    } else {
+        None
+    };
+    KernelProbe {
+        kernel_release,
+        root: nix::unistd::geteuid().is_root(),
+        effective_caps,
+        netns: Path::new("/proc/self/ns/net").exists(),
+        sk_lookup,
+        attach,
+    }
+}
+
+fn probe_attach() -> Result<(), String> {
+    std::thread::spawn(|| {
+        // unshare(CLONE_NEWNET) moves only this thread; the namespace dies with it.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+        let steering = Steering::load(&[], &own_netns()).map_err(|e| e.to_string())?;
+        steering.detach().map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the probe thread panicked".to_owned()))
+}
+
 /// The node's interface addresses (every family, loopback included; callers filter).
 /// Lives here because it asks the kernel (netlink via getifaddrs).
 pub fn node_addresses() -> io::Result<Vec<std::net::IpAddr>> {
