@@ -147,7 +147,7 @@ impl Report {
             out.push('\n');
         }
         for c in &self.checks {
-            let _ = writeln!(out, "{}  {:<28} {}", c.verdict.label(), c.id, c.message);
+            let _ = writeln!(out, "{}  {:<36} {}", c.verdict.label(), c.id, c.message);
             if let Some(fix) = &c.fix {
                 let _ = writeln!(out, "      fix: {fix}");
             }

@@ -181,11 +181,14 @@ async fn fetch_inner(
         }
         Ok(body)
     };
-    let version = get("/version", "application/json")
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("gitVersion")?.as_str().map(str::to_owned));
+    // A refusing /version is only a missing detail; a broken connection is the finding.
+    let version = match get("/version", "application/json").await {
+        Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v.get("gitVersion")?.as_str().map(str::to_owned)),
+        Err(ServerError::Status { .. }) => None,
+        Err(e) => return Err(e),
+    };
     let mut docs = Vec::new();
     for path in ["/api", "/apis"] {
         let body = get(path, ACCEPT_NOPEER).await?;
@@ -309,7 +312,12 @@ pub async fn checks(
         .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     let mut targets = vec![("local".to_owned(), Ok(local_addr), true)];
     for p in &cfg.peers {
-        targets.push((p.clone(), parse_peer(p, port), false));
+        let addr = parse_peer(p, port);
+        // Named by address: that is how the skew table and status show peers.
+        let name = addr
+            .as_ref()
+            .map_or_else(|_| p.clone(), SocketAddr::to_string);
+        targets.push((name, addr, false));
     }
     // mvp verifies its local upstream with the client CA (kubeadm's ca.crt) and peers
     // with the peer CA; with kubeadm defaults they are the same file.

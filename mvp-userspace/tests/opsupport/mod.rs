@@ -2,6 +2,8 @@
 //! manifest rewritten to point at it, and fake /proc trees.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod apiserver;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
