@@ -233,8 +233,9 @@ pub enum Decision {
 /// itself as source for local addresses, and drops loopback sources arriving from the
 /// wire): mvp's upstream sockets do that, so every instance's program recognises every
 /// instance's upstreams without shared state — two overlapping instances would
-/// otherwise relay each other's upstreams back and forth forever. The per-instance
-/// tuple map covers upstreams that cannot use a loopback source.
+/// otherwise relay each other's upstreams back and forth forever (a later program
+/// cannot undo an earlier program's selection: the kernel keeps the last non-NULL
+/// one). The per-instance tuple map covers upstreams that cannot use a loopback source.
 pub fn decide<T: Tables>(lookup: &Lookup, tables: &T) -> Decision {
     if lookup.protocol != PROTO_TCP || !tables.port_steered(lookup.local.port) {
         return Decision::Ignore;

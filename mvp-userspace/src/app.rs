@@ -12,16 +12,43 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::addr::SteerTarget;
+use crate::addr::{ClientAddr, OrigDstAddr, SteerTarget};
 use crate::admin::{self, AdminState};
 use crate::cli::{LogFormat, RunArgs};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
     self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
+    UpstreamConnector,
 };
+
+/// What `mvp run` does with each accepted (steered) connection: the L4 [`Relay`] now,
+/// the L7 front door later. The accept loop, readiness and draining stay in `app`.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    /// Handle one connection to the end; errors are the handler's to log.
+    fn handle(
+        &self,
+        conn: TcpStream,
+        client: ClientAddr,
+        orig_dst: OrigDstAddr,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl<C: UpstreamConnector> ConnectionHandler for Relay<C> {
+    async fn handle(&self, conn: TcpStream, client: ClientAddr, orig_dst: OrigDstAddr) {
+        match self.relay(conn, client, orig_dst).await {
+            Ok(_) => {}
+            Err(e @ (RelayError::Loop { .. } | RelayError::Upstream { .. })) => {
+                tracing::warn!(error = %one_line(&e), "connection not relayed")
+            }
+            Err(e) => tracing::debug!(error = %one_line(&e), "connection ended"),
+        }
+    }
+}
 
 /// How long a cleared listener keeps accepting what the kernel already queued for it.
 const ACCEPT_GRACE: Duration = Duration::from_millis(200);
+/// Pause after a failed accept (e.g. EMFILE) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Errors of `mvp run`, each saying which part failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +101,13 @@ impl RunConfig {
     /// Validate CLI arguments.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
         let steer = args.steer.clone();
+        if steer.len() > mvp_common::STEER_DST_MAX as usize {
+            return Err(AppError::Config(format!(
+                "{} --steer targets; at most {} are supported",
+                steer.len(),
+                mvp_common::STEER_DST_MAX
+            )));
+        }
         for t in &steer {
             let t = t.get();
             let a = crate::addr::canonical(args.admin_address);
@@ -96,6 +130,14 @@ impl RunConfig {
         } else {
             args.listen.clone()
         };
+        if let Some(l) = listen
+            .iter()
+            .find(|l| steer.iter().any(|t| crate::addr::canonical(**l) == t.get()))
+        {
+            return Err(AppError::Config(format!(
+                "--listen {l} is a steered address: bind mvp's listener elsewhere (default: loopback, ephemeral port)"
+            )));
+        }
         for t in &steer {
             let fam = steer::listener::family_of(t.get());
             if !listen.iter().any(|l| steer::listener::family_of(*l) == fam) {
@@ -227,7 +269,11 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "accept failed"),
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    }
                 }
             }
         });
@@ -237,18 +283,11 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
 
     let mut conns = JoinSet::new();
     let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
-        let relay = relay.clone();
+        let handler = relay.clone();
         conns.spawn(async move {
-            let result = match relay::addresses(&conn) {
-                Ok((client, orig)) => relay.relay(conn, client, orig).await.map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {}
-                Err(e @ (RelayError::Loop { .. } | RelayError::Upstream { .. })) => {
-                    tracing::warn!(error = %one_line(&e), "connection not relayed")
-                }
-                Err(e) => tracing::debug!(error = %one_line(&e), "connection ended"),
+            match relay::addresses(&conn) {
+                Ok((client, orig_dst)) => handler.handle(conn, client, orig_dst).await,
+                Err(e) => tracing::debug!(error = %one_line(&e), "connection gone before handling"),
             }
         });
     };
@@ -343,6 +382,19 @@ mod tests {
         ])
         .expect_err("overlap");
         assert!(e.to_string().contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn listener_must_not_be_steered() {
+        let e = config(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--listen",
+            "198.18.0.1:6443",
+        ])
+        .expect_err("listener on a steered address");
+        assert!(e.to_string().contains("--listen"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Name-echo servers (tubular style): on accept, the server writes
-//! `"<name> <peer address it sees>\n"` and closes. A dial therefore proves *which*
+//! `"<name> <peer address it sees>\n"` and closes (or, with [`EchoServer::start_echoing`],
+//! then echoes bytes back until the peer closes: a long-lived connection). A dial therefore proves *which*
 //! socket got the connection and *from where* it arrived (a relayed connection comes
 //! from the relay's address, not the client's).
 use std::io::{self, Read, Write};
@@ -26,6 +27,16 @@ impl EchoServer {
     /// Bind `addr` inside `ns` (the socket stays in that namespace) and serve `name`.
     /// IPv6 listeners are v6-only so IPv4 and IPv6 servers can share a port.
     pub fn start(ns: &Netns, addr: &str, name: &str) -> io::Result<EchoServer> {
+        Self::start_mode(ns, addr, name, false)
+    }
+
+    /// Like [`EchoServer::start`], but after the name line every connection echoes
+    /// what it receives until the peer closes (one thread per connection).
+    pub fn start_echoing(ns: &Netns, addr: &str, name: &str) -> io::Result<EchoServer> {
+        Self::start_mode(ns, addr, name, true)
+    }
+
+    fn start_mode(ns: &Netns, addr: &str, name: &str, echo: bool) -> io::Result<EchoServer> {
         let addr: SocketAddr = addr
             .parse()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
@@ -45,6 +56,13 @@ impl EchoServer {
                     }
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let _ = conn.write_all(format!("{name} {peer}\n").as_bytes());
+                    if echo {
+                        std::thread::spawn(move || {
+                            if let Ok(mut reader) = conn.try_clone() {
+                                let _ = io::copy(&mut reader, &mut conn);
+                            }
+                        });
+                    }
                 }
             }
         });
@@ -120,12 +138,23 @@ impl Reply {
 
 /// Dial `addr` from the current thread's namespace and read the name line.
 pub fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<Reply> {
-    let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
+    let (reply, conn) = dial_keep(addr, timeout)?;
+    let _ = conn.shutdown(Shutdown::Both);
+    Ok(reply)
+}
+
+/// Like [`dial`], but keep the connection open (for servers started with
+/// [`EchoServer::start_echoing`]).
+pub fn dial_keep(addr: SocketAddr, timeout: Duration) -> io::Result<(Reply, TcpStream)> {
+    let conn = TcpStream::connect_timeout(&addr, timeout)?;
     conn.set_read_timeout(Some(timeout))?;
     let local = conn.local_addr()?;
     let mut line = String::new();
-    conn.read_to_string(&mut line)?;
-    let _ = conn.shutdown(Shutdown::Both);
+    // Byte by byte: nothing after the newline may be consumed from the stream.
+    let mut byte = [0u8; 1];
+    while (&conn).read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(char::from(byte[0]));
+    }
     let mut parts = line.split_whitespace();
     let (Some(name), Some(peer)) = (parts.next(), parts.next()) else {
         return Err(io::Error::new(
@@ -139,11 +168,14 @@ pub fn dial(addr: SocketAddr, timeout: Duration) -> io::Result<Reply> {
             format!("bad peer {peer:?}: {e}"),
         )
     })?;
-    Ok(Reply {
-        name: name.to_string(),
-        seen_peer,
-        local,
-    })
+    Ok((
+        Reply {
+            name: name.to_string(),
+            seen_peer,
+            local,
+        },
+        conn,
+    ))
 }
 
 /// Dial `addr` from inside `ns`.

@@ -190,12 +190,21 @@ impl Mvp {
         self.child.wait().expect("reap mvp");
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    fn send(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
-            nix::sys::signal::Signal::SIGTERM,
+            signal,
         )
-        .expect("SIGTERM mvp");
+        .expect("signal mvp");
+    }
+
+    fn send_sigterm(&self) {
+        self.send(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Stop with `signal` and wait for the exit status.
+    fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        self.send(signal);
         self.child.wait().expect("wait for mvp")
     }
 }
@@ -277,6 +286,32 @@ fn steered_connection_reaches_mvp(fam: Fam) {
     assert_logged_relay(&mvp, r.local, fam.server());
     assert_eq!(api.accepted(), 1);
     mvp.assert_counts(&t.server, 1, 1, 0);
+
+    // A client on the node itself (kubelet dialling the node address) is steered too:
+    // its source is the node address, not loopback.
+    let local = echo::dial_in(&t.server, fam.server(), DIAL_TIMEOUT).expect("dial on the node");
+    assert_eq!(local.local.ip(), fam.server().ip(), "{local:?}");
+    assert_relayed(&local, fam);
+    assert_logged_relay(&mvp, local.local, fam.server());
+    assert_eq!(api.accepted(), 2);
+    mvp.assert_counts(&t.server, 2, 2, 0);
+}
+
+// One instance steering both families: each goes to its family's listener slot.
+#[test]
+fn dual_stack_instance_steers_both_families() {
+    require_root!();
+    trace::init();
+    let t = Topo::new();
+    let _api4 = t.apiserver(Fam::V4);
+    let _api6 = t.apiserver(Fam::V6);
+    let mvp = Mvp::start(&t.server, &[Fam::V4.server(), Fam::V6.server()], 9464);
+    for fam in [Fam::V4, Fam::V6, Fam::V4] {
+        let r = t.dial_from_client(fam.server());
+        assert_relayed(&r, fam);
+        assert_logged_relay(&mvp, r.local, fam.server());
+    }
+    mvp.assert_counts(&t.server, 3, 3, 0);
 }
 
 #[test]
@@ -454,7 +489,8 @@ fn kill_9_fails_open_v6() {
     kill_9_fails_open(Fam::V6);
 }
 
-// 5: a graceful stop exits 0 and fails open; a restart resumes steering.
+// 5: a graceful stop (SIGINT here; SIGTERM in the drain test) exits 0 and fails
+// open; a restart resumes steering.
 #[test]
 fn restart_resumes_steering() {
     require_root!();
@@ -466,10 +502,10 @@ fn restart_resumes_steering() {
     let mut first = Mvp::start(&t.server, &[fam.server()], 9464);
     assert_relayed(&t.dial_from_client(fam.server()), fam);
     first.assert_counts(&t.server, 1, 1, 0);
-    let status = first.terminate();
+    let status = first.stop_with(nix::sys::signal::Signal::SIGINT);
     assert!(
         status.success(),
-        "SIGTERM must exit 0, got {status}:\n{}",
+        "SIGINT must exit 0, got {status}:\n{}",
         first.log_text()
     );
 
@@ -549,4 +585,152 @@ fn unprivileged_run_fails_with_one_actionable_line() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].starts_with("mvp: error: steer:"), "{err}");
     assert!(lines[0].contains("run mvp as root"), "{err}");
+}
+
+// SIGTERM: the slot is cleared first (new connections go straight to the apiserver,
+// /readyz turns 503) while an in-flight relayed connection keeps working; mvp exits 0
+// once it is done.
+#[test]
+fn sigterm_clears_the_slot_then_drains() {
+    require_root!();
+    trace::init();
+    let fam = Fam::V4;
+    let t = Topo::new();
+    let _api =
+        EchoServer::start_echoing(&t.server, &fam.wildcard(PORT), "apiserver").expect("apiserver");
+    let mut mvp = Mvp::start(&t.server, &[fam.server()], 9464);
+
+    let (reply, mut held) = t
+        .client
+        .run(|| echo::dial_keep(fam.server(), DIAL_TIMEOUT))
+        .expect("dial held connection");
+    assert_relayed(&reply, fam);
+
+    mvp.send_sigterm();
+    eventually("/readyz to turn 503 while draining", || {
+        match http_get(&t.server, mvp.admin, "/readyz") {
+            Ok((503, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let (fresh, fresh_conn) = t
+        .client
+        .run(|| echo::dial_keep(fam.server(), DIAL_TIMEOUT))
+        .expect("dial during drain");
+    assert_direct(&fresh, "apiserver");
+    drop(fresh_conn);
+    // The program is still attached while draining: the fresh SYN found the slot
+    // empty and passed (fail-open), and that is counted.
+    let m = mvp.metrics(&t.server);
+    assert_eq!(
+        (
+            m["steered"],
+            m["bypassed"],
+            m["no_listener"],
+            m["assign_error"],
+            m["not_matched"]
+        ),
+        (1, 1, 1, 0, 0),
+        "{m:?}"
+    );
+
+    // Past the accept grace, mvp waits for the held connection...
+    eventually(
+        "mvp to report one in-flight connection while draining",
+        || {
+            let text = mvp.log_text();
+            let draining = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|v| v["fields"]["message"] == "draining" && v["fields"]["in_flight"] == 1);
+            if draining { Ok(()) } else { Err(text) }
+        },
+    );
+    // ...which still relays both ways.
+    held.write_all(b"ping\n")
+        .expect("write through draining mvp");
+    let mut buf = [0u8; 5];
+    held.read_exact(&mut buf)
+        .expect("echo through draining mvp");
+    assert_eq!(&buf, b"ping\n");
+    assert!(
+        mvp.child.try_wait().expect("try_wait").is_none(),
+        "mvp exited before its in-flight connection finished"
+    );
+
+    drop(held);
+    let status = eventually("mvp to exit after draining", || {
+        match mvp.child.try_wait() {
+            Ok(Some(status)) => Ok(status),
+            Ok(None) => Err("still running".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    assert!(status.success(), "exit {status}:\n{}", mvp.log_text());
+}
+
+// The tuple mechanism on its own (in-process, through the library): a socket bound to
+// a non-loopback source is steered unless its tuple was registered first.
+#[test]
+fn registered_upstream_tuple_is_bypassed() {
+    use mvp::addr::UpstreamAddr;
+    use mvp::steer::{
+        BypassConnector, ListenerSource, SteeredListeners, Steering, UpstreamConnector,
+    };
+    use mvp_common::Counter;
+    use tokio::io::AsyncReadExt;
+
+    require_root!();
+    trace::init();
+    let t = Topo::new();
+    for fam in [Fam::V4, Fam::V6] {
+        let _api = t.apiserver(fam);
+        let (control, bypassed, counters) = t.server.run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let steering = Steering::load(&[fam.server()], &t.server.path()).expect("load");
+                let handle = steering.handle();
+                let source = SteeredListeners::new(handle.clone());
+                let lo = SocketAddr::new(fam.loopback().ip(), 0);
+                let listeners = source.bind(&[lo]).expect("bind");
+                source.activate(&listeners).expect("activate");
+
+                // Control: same source address, not registered → steered to our listener.
+                let plain = tokio::net::TcpStream::connect(fam.server())
+                    .await
+                    .expect("control connect");
+                let (_, control_peer) = listeners[0].accept().await.expect("accept control");
+                assert_eq!(control_peer, plain.local_addr().expect("local"));
+
+                let connector = BypassConnector::with_source(handle.clone(), fam.server().ip());
+                let mut up = connector
+                    .connect(UpstreamAddr::new(fam.server()))
+                    .await
+                    .expect("bypassed connect");
+                let mut line = String::new();
+                let mut byte = [0u8; 1];
+                while up.read(&mut byte).await.expect("read") == 1 && byte[0] != b'\n' {
+                    line.push(char::from(byte[0]));
+                }
+                let local = up.local_addr();
+                let counters = handle.counters().expect("counters");
+                (
+                    control_peer,
+                    (line, local),
+                    [
+                        counters.get(Counter::Steered),
+                        counters.get(Counter::Bypassed),
+                    ],
+                )
+            })
+        });
+        assert_eq!(control.ip(), fam.server().ip());
+        let (line, local) = bypassed;
+        assert!(!local.ip().is_loopback(), "{local}");
+        assert_eq!(line, format!("apiserver {local}"), "{fam:?}");
+        assert_eq!(counters, [1, 1], "{fam:?}: [steered, bypassed]");
+    }
 }

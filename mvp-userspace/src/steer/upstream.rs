@@ -214,14 +214,26 @@ impl UpstreamConnector for DirectConnector {
 pub struct BypassConnector {
     handle: SteerHandle,
     own: OwnTuples,
+    source: Option<IpAddr>,
 }
 
 impl BypassConnector {
-    /// A connector registering its tuples through `handle`.
+    /// A connector registering its tuples through `handle`; the source address is
+    /// chosen per destination (see the module docs).
     pub fn new(handle: SteerHandle) -> Self {
         BypassConnector {
             handle,
             own: OwnTuples::default(),
+            source: None,
+        }
+    }
+
+    /// Always bind `source` (e.g. a dedicated address). A non-loopback source relies
+    /// on the tuple map alone, so only this instance's program bypasses it.
+    pub fn with_source(handle: SteerHandle, source: IpAddr) -> Self {
+        BypassConnector {
+            source: Some(source),
+            ..Self::new(handle)
         }
     }
 }
@@ -253,7 +265,10 @@ fn source_for(dst: SocketAddr) -> io::Result<IpAddr> {
 impl UpstreamConnector for BypassConnector {
     async fn connect(&self, upstream: UpstreamAddr) -> Result<Upstream, ConnectError> {
         let dst = upstream.get();
-        let src = source_for(dst).map_err(|source| ConnectError::Route { upstream, source })?;
+        let src = match self.source {
+            Some(ip) => ip,
+            None => source_for(dst).map_err(|source| ConnectError::Route { upstream, source })?,
+        };
         let socket = match dst {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
