@@ -56,6 +56,9 @@ pub enum AppError {
     /// The configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+    /// Zero-config detection.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// Steering (eBPF, namespace).
     #[error(transparent)]
     Steer(#[from] SteerError),
@@ -98,9 +101,25 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Validate CLI arguments.
+    /// Validate CLI arguments; without --steer, detect the steer set from kube-apiserver.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
-        let steer = args.steer.clone();
+        if !args.steer.is_empty() {
+            return Self::from_args_with(args, &[]);
+        }
+        let nodes = steer::node_addresses().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the node's addresses; steering the advertise address and --steer-vip only");
+            Vec::new()
+        });
+        Self::from_args_with(args, &nodes)
+    }
+
+    /// [`RunConfig::from_args`] with the node's addresses given (tests).
+    pub fn from_args_with(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<RunConfig, AppError> {
+        let steer = if args.steer.is_empty() {
+            detect_steer(args, node_addrs)?
+        } else {
+            args.steer.clone()
+        };
         if steer.len() > mvp_common::STEER_DST_MAX as usize {
             return Err(AppError::Config(format!(
                 "{} --steer targets; at most {} are supported",
@@ -154,6 +173,30 @@ impl RunConfig {
             drain_timeout: args.drain_timeout(),
         })
     }
+}
+
+/// The steer set from kube-apiserver's manifest or command line.
+fn detect_steer(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<Vec<SteerTarget>, AppError> {
+    let d = crate::detect::detect(
+        &args.detect.apiserver_manifest,
+        &args.detect.proc_root,
+        &crate::detect::Overrides::from_detect_args(&args.detect),
+        node_addrs,
+    )?;
+    let steer: Vec<SteerTarget> = d
+        .steer
+        .iter()
+        .filter_map(|s| SteerTarget::new(s.value).ok())
+        .collect();
+    if steer.is_empty() {
+        return Err(AppError::Config(
+            "kube-apiserver's settings give no non-loopback address to steer: pass --steer or --steer-vip".into(),
+        ));
+    }
+    if let Some(origin) = &d.origin {
+        tracing::info!(from = %origin, steer = ?steer.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "detected kube-apiserver settings");
+    }
+    Ok(steer)
 }
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
@@ -355,6 +398,63 @@ mod tests {
             panic!("not run");
         };
         RunConfig::from_args(&r)
+    }
+
+    fn parse_run(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
+            .expect("parses");
+        let Command::Run(r) = cli.command else {
+            panic!("not run");
+        };
+        r
+    }
+
+    #[test]
+    fn without_steer_flags_the_steer_set_comes_from_the_kubeadm_manifest() {
+        let manifest = crate::test_fixtures::fixtures_dir().join("kubeadm/kube-apiserver.yaml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            manifest.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+            "--steer-vip",
+            "192.168.56.100",
+        ]);
+        let nodes: Vec<IpAddr> = ["127.0.0.1", "192.168.56.11", "fd00::11"]
+            .iter()
+            .map(|s| s.parse().expect("ip"))
+            .collect();
+        let c = RunConfig::from_args_with(&r, &nodes).expect("detected");
+        let steer: Vec<String> = c.steer.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            steer,
+            [
+                "192.168.56.11:6443",
+                "192.168.56.100:6443",
+                "[fd00::11]:6443"
+            ]
+        );
+        assert_eq!(c.listen.len(), 2, "a listener per steered family");
+    }
+
+    #[test]
+    fn without_steer_flags_or_apiserver_the_error_says_what_to_pass() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("kube-apiserver.yaml");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            missing.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+        ]);
+        let e = one_line(&RunConfig::from_args_with(&r, &[]).expect_err("nothing found"));
+        assert!(
+            e.contains("--steer") && e.contains(missing.to_str().expect("utf-8")),
+            "{e}"
+        );
     }
 
     #[test]

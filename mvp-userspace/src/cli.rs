@@ -84,9 +84,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Destination (address, port) to steer into mvp, e.g. 198.18.0.1:6443. Repeatable.
-    /// Loopback is refused: it is never steered.
-    #[arg(long = "steer", value_name = "ADDR:PORT", required = true, num_args = 1..)]
+    /// Loopback is refused: it is never steered. Default: detected from kube-apiserver
+    /// (advertise address, node addresses when it binds a wildcard, --steer-vip).
+    #[arg(long = "steer", value_name = "ADDR:PORT", num_args = 1..)]
     pub steer: Vec<SteerTarget>,
+    /// Zero-config detection of kube-apiserver's settings.
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
     /// Where mvp's listener binds (one per address family). Default: 127.0.0.1:0 and/or
     /// [::1]:0 for the families being steered.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
@@ -167,7 +171,6 @@ mod tests {
     #[test]
     fn bad_values_are_errors_naming_the_problem() {
         for (args, want) in [
-            (vec!["run"], "--steer"),
             (vec!["run", "--steer", "localhost:6443"], "not ADDR:PORT"),
             (vec!["run", "--steer", "127.0.0.1:6443"], "loopback"),
             (

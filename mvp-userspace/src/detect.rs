@@ -618,7 +618,7 @@ pub fn resolve(
             }
         }
     }
-    steer.sort_by(|a, b| a.value.cmp(&b.value));
+    steer.sort_by_key(|s| s.value);
 
     let tls_cert_file =
         path("--tls-cert-file", &o.tls_cert_file).ok_or_else(|| DetectError::Missing {

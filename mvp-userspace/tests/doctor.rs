@@ -19,7 +19,7 @@ fn good_kernel() -> KernelProbe {
         effective_caps: Some(u64::MAX >> 23),
         netns: true,
         sk_lookup: Ok(()),
-        attach: Some(Ok(())),
+        attach: mvp::steer::AttachProbe::Ok,
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::admin::SkewRow;
 use crate::detect::{self, Overrides, Row};
-use crate::steer::{self, KernelProbe, caps};
+use crate::steer::{self, AttachProbe, KernelProbe, caps};
 
 /// A check's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -268,16 +268,21 @@ pub fn kernel_checks(p: &KernelProbe) -> Vec<Check> {
         ),
     });
     out.push(match &p.attach {
-        Some(Ok(())) => Check::pass(
+        AttachProbe::Ok => Check::pass(
             "kernel/attach",
             "mvp's program loaded and attached in a throwaway network namespace",
         ),
-        Some(Err(e)) => Check::fail(
+        AttachProbe::Failed(e) => Check::fail(
             "kernel/attach",
             format!("loading/attaching mvp's program failed: {e}"),
-            "check privileges (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for unshare) and the kernel version; report the error if both are fine",
+            "check privileges (CAP_BPF, CAP_NET_ADMIN) and the kernel version; report the error if both are fine",
         ),
-        None => Check::warn(
+        AttachProbe::NoNamespace(e) => Check::warn(
+            "kernel/attach",
+            format!("not tried: no throwaway network namespace ({e})"),
+            "run mvp doctor as root on the host for the full probe (creating a namespace needs CAP_SYS_ADMIN; mvp itself does not)",
+        ),
+        AttachProbe::NotTried => Check::warn(
             "kernel/attach",
             "not tried: this mvp was built without the eBPF object",
             "use a release build of mvp (built without AYA_BUILD_SKIP) for the full probe",
@@ -443,7 +448,7 @@ mod tests {
             effective_caps: Some(u64::MAX >> 23),
             netns: true,
             sk_lookup: Ok(()),
-            attach: Some(Ok(())),
+            attach: AttachProbe::Ok,
         }
     }
 
@@ -504,7 +509,7 @@ mod tests {
             ),
             (
                 KernelProbe {
-                    attach: Some(Err("EPERM".into())),
+                    attach: AttachProbe::Failed("EPERM".into()),
                     ..good_probe()
                 },
                 "kernel/attach",
@@ -538,12 +543,17 @@ mod tests {
 
     #[test]
     fn no_ebpf_object_is_a_warning_not_a_failure() {
-        let p = KernelProbe {
-            attach: None,
-            ..good_probe()
-        };
-        let c = kernel_checks(&p).pop().unwrap();
-        assert_eq!((c.id.as_str(), c.verdict), ("kernel/attach", Verdict::Warn));
+        for attach in [
+            AttachProbe::NotTried,
+            AttachProbe::NoNamespace("EPERM".into()),
+        ] {
+            let p = KernelProbe {
+                attach,
+                ..good_probe()
+            };
+            let c = kernel_checks(&p).pop().unwrap();
+            assert_eq!((c.id.as_str(), c.verdict), ("kernel/attach", Verdict::Warn));
+        }
     }
 
     #[test]

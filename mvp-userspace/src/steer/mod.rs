@@ -437,9 +437,21 @@ pub struct KernelProbe {
     pub netns: bool,
     /// The kernel accepted a minimal sk_lookup program (aya's feature probe).
     pub sk_lookup: Result<(), String>,
-    /// mvp's own program loaded and attached in a throwaway namespace; `None` when this
-    /// binary was built without the eBPF object.
-    pub attach: Option<Result<(), String>>,
+    /// mvp's own program loaded and attached in a throwaway namespace.
+    pub attach: AttachProbe,
+}
+
+/// Outcome of loading and attaching mvp's own program in a throwaway namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachProbe {
+    /// Loaded, attached, detached.
+    Ok,
+    /// Not tried: built without the eBPF object, or not asked for.
+    NotTried,
+    /// No throwaway namespace (unshare needs CAP_SYS_ADMIN, which mvp itself does not).
+    NoNamespace(String),
+    /// Loading or attaching failed.
+    Failed(String),
 }
 
 /// Capability bit numbers (linux/capability.h).
@@ -472,9 +484,9 @@ pub fn probe(attach: bool) -> KernelProbe {
         Err(e) => Err(e.to_string()),
     };
     let attach = if attach && cfg!(not(mvp_no_ebpf)) {
-        Some(probe_attach())
+        probe_attach()
     } else {
-        None
+        AttachProbe::NotTried
     };
     KernelProbe {
         kernel_release,
@@ -486,16 +498,19 @@ pub fn probe(attach: bool) -> KernelProbe {
     }
 }
 
-fn probe_attach() -> Result<(), String> {
+fn probe_attach() -> AttachProbe {
     std::thread::spawn(|| {
         // unshare(CLONE_NEWNET) moves only this thread; the namespace dies with it.
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-        let steering = Steering::load(&[], &own_netns()).map_err(|e| e.to_string())?;
-        steering.detach().map_err(|e| e.to_string())
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            return AttachProbe::NoNamespace(format!("unshare(CLONE_NEWNET): {e}"));
+        }
+        match Steering::load(&[], &own_netns()).and_then(Steering::detach) {
+            Ok(()) => AttachProbe::Ok,
+            Err(e) => AttachProbe::Failed(crate::app::one_line(&e)),
+        }
     })
     .join()
-    .unwrap_or_else(|_| Err("the probe thread panicked".to_owned()))
+    .unwrap_or_else(|_| AttachProbe::Failed("the probe thread panicked".to_owned()))
 }
 
 /// The node's interface addresses (every family, loopback included; callers filter).
@@ -552,6 +567,29 @@ mod tests {
                 "not_matched"
             ]
         );
+    }
+
+    #[test]
+    fn probe_reports_this_kernel() {
+        let p = probe(false);
+        assert_eq!(p.attach, AttachProbe::NotTried);
+        let release = p.kernel_release.expect("/proc/sys/kernel/osrelease");
+        assert!(
+            release.starts_with(|c: char| c.is_ascii_digit()),
+            "{release}"
+        );
+        assert!(p.netns);
+        assert!(p.effective_caps.is_some());
+        // This project's kernels (>= 5.10) run sk_lookup for root.
+        if p.root {
+            assert_eq!(p.sk_lookup, Ok(()));
+        }
+    }
+
+    #[test]
+    fn node_addresses_include_loopback() {
+        let a = node_addresses().expect("getifaddrs");
+        assert!(a.iter().any(|ip| ip.is_loopback()), "{a:?}");
     }
 
     #[test]
