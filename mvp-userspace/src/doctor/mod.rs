@@ -171,7 +171,11 @@ impl Report {
                 &rows,
             ));
             out.push('\n');
-            out.push_str(&crate::admin::report::render_skew(&self.skew));
+            if self.servers.iter().filter(|s| s.ok).count() < 2 {
+                out.push_str("skew: not computed (fewer than two servers answered)\n");
+            } else {
+                out.push_str(&crate::admin::report::render_skew(&self.skew));
+            }
         }
         let (f, w) = (
             self.checks
