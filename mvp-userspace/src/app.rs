@@ -201,8 +201,18 @@ fn detect_steer(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<Vec<SteerTarget
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+/// Logging for one-shot commands (`doctor`, `status`): their report is the output, so
+/// only warnings and errors are logged unless `RUST_LOG` says otherwise.
+pub fn init_cli_logging() {
+    init_logging_at(LogFormat::Text, "warn");
+}
+
+fn init_logging_at(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal: log files and tests must see plain `key=value`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

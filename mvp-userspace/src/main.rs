@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mvp::app::{self, RunConfig};
-use mvp::cli::{Cli, Command, LogFormat};
+use mvp::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Doctor(args) => {
-            app::init_logging(LogFormat::Text);
+            app::init_cli_logging();
             match mvp::doctor::run_cli(&args) {
                 Ok((report, failed)) => {
                     print!("{report}");
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status(args) => {
-            app::init_logging(LogFormat::Text);
+            app::init_cli_logging();
             match mvp::admin::run_status_cli(&args) {
                 Ok(out) => {
                     print!("{out}");
