@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             app::init_cli_logging();
             match mvp::doctor::run_cli(&args) {
                 Ok((report, failed)) => {
-                    print!("{report}");
+                    out(&report);
                     if failed {
                         ExitCode::FAILURE
                     } else {
@@ -34,14 +34,23 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             app::init_cli_logging();
             match mvp::admin::run_status_cli(&args) {
-                Ok(out) => {
-                    print!("{out}");
+                Ok(report) => {
+                    out(&report);
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
             }
         }
     }
+}
+
+/// Write the report; a closed pipe (`mvp doctor | head`) is not an error worth a panic.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 /// One actionable line, no backtrace.

@@ -324,59 +324,69 @@ pub async fn checks(
     let local_tls = client_config(m.client_ca.get().or(m.peer_ca.get()), m);
     let peer_tls = client_config(m.peer_ca.get(), m);
 
-    for (name, addr, local) in targets {
+    // All servers at once: an unreachable peer costs one timeout, not one per peer.
+    let results = futures_util::future::join_all(targets.into_iter().map(|(name, addr, local)| {
+        let tls = if local { &local_tls } else { &peer_tls };
+        let headers = &headers;
+        async move {
+            let addr = match addr {
+                Ok(a) => a,
+                Err(e) => return (name, None, local, Err(Err(e))),
+            };
+            let tls = match tls {
+                Ok(t) => t.clone(),
+                Err(e) => {
+                    return (
+                        name,
+                        Some(addr),
+                        local,
+                        Err(Err(format!("cannot build the TLS client: {e}"))),
+                    );
+                }
+            };
+            let r = fetch(addr, tls, headers, cfg.timeout).await.map_err(Ok);
+            (name, Some(addr), local, r)
+        }
+    }))
+    .await;
+    for (name, addr, local, result) in results {
         let id = format!("server/{name}");
-        let addr = match addr {
-            Ok(a) => a,
-            Err(e) => {
-                out.push(Check::fail(id, e, "give peers as https://IP:PORT"));
-                continue;
-            }
-        };
-        let tls = match if local { &local_tls } else { &peer_tls } {
-            Ok(t) => t.clone(),
-            Err(e) => {
-                out.push(Check::fail(
-                    id,
-                    format!("cannot build the TLS client: {e}"),
-                    "fix the CA and front-proxy files reported above",
-                ));
-                seen.push(ServerSeen {
-                    name,
-                    address: addr.to_string(),
-                    version: None,
-                    ok: false,
-                });
-                continue;
-            }
-        };
-        match fetch(addr, tls, &headers, cfg.timeout).await {
+        let address = addr.map(|a| a.to_string()).unwrap_or_default();
+        match result {
             Ok(f) => {
                 out.push(Check::pass(
                     id,
                     format!(
-                        "{addr}: TLS verified as {PEER_SERVER_NAME}, discovery fetched ({})",
+                        "{address}: TLS verified as {PEER_SERVER_NAME}, discovery fetched ({})",
                         f.version.as_deref().unwrap_or("version unknown")
                     ),
                 ));
                 seen.push(ServerSeen {
                     name: name.clone(),
-                    address: addr.to_string(),
+                    address,
                     version: f.version,
                     ok: true,
                 });
                 served.push((name, f.served));
+                continue;
             }
-            Err(e) => {
-                out.push(Check::fail(id, e.to_string(), fix_for(&e, local)));
-                seen.push(ServerSeen {
-                    name,
-                    address: addr.to_string(),
-                    version: None,
-                    ok: false,
-                });
+            Err(Ok(e)) => out.push(Check::fail(id, e.to_string(), fix_for(&e, local))),
+            Err(Err(e)) if addr.is_none() => {
+                out.push(Check::fail(id, e, "give peers as https://IP:PORT"));
+                continue;
             }
+            Err(Err(e)) => out.push(Check::fail(
+                id,
+                e,
+                "fix the CA and front-proxy files reported above",
+            )),
         }
+        seen.push(ServerSeen {
+            name,
+            address,
+            version: None,
+            ok: false,
+        });
     }
 
     if cfg.peers.is_empty() {
