@@ -31,6 +31,8 @@ pub struct AdminState {
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// Relay counters.
     pub relay: Arc<RelayStats>,
+    /// Front-door counters, when the L7 front door serves the listener.
+    pub front_door: Option<Arc<crate::frontdoor::FrontDoorStats>>,
     /// The steered (address, port)s, for /status.
     pub steering: Vec<String>,
 }
@@ -50,8 +52,29 @@ pub fn status_report(state: &AdminState) -> StatusReport {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.load(Ordering::Relaxed)))
             .collect(),
+        requests_by_route: state
+            .front_door
+            .as_deref()
+            .map(requests_by_route)
+            .unwrap_or_default(),
         ..Default::default()
     }
+}
+
+/// Requests by route from the front door's counters. Until routing lands every forwarded
+/// request goes to the local apiserver; `mvp_<code>` are answers mvp wrote itself.
+fn requests_by_route(
+    fd: &crate::frontdoor::FrontDoorStats,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    out.insert(
+        "local".to_owned(),
+        fd.forwarded.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+    );
+    for (code, c) in crate::frontdoor::stats::CODES.iter().zip(&fd.answered) {
+        out.insert(format!("mvp_{code}"), c.load(Ordering::Relaxed));
+    }
+    out
 }
 
 fn relay_rows(relay: &RelayStats) -> [(&'static str, &std::sync::atomic::AtomicU64); 4] {
@@ -113,10 +136,13 @@ fn respond(state: &AdminState, req: &Request<hyper::body::Incoming>) -> Response
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: listener not in the SOCKMAP\n".to_string(),
         ),
-        "/metrics" => (
-            StatusCode::OK,
-            render_metrics(&(state.counters)(), &state.relay, (state.ready)()),
-        ),
+        "/metrics" => {
+            let mut text = render_metrics(&(state.counters)(), &state.relay, (state.ready)());
+            if let Some(front_door) = &state.front_door {
+                front_door.render(&mut text);
+            }
+            (StatusCode::OK, text)
+        }
         "/status" => {
             let mut body = serde_json::to_string(&status_report(state)).unwrap_or_default();
             body.push('\n');
@@ -299,6 +325,13 @@ mod tests {
                 move || r.load(Ordering::SeqCst)
             }),
             relay,
+            front_door: Some({
+                let fd = Arc::new(crate::frontdoor::FrontDoorStats::default());
+                fd.forwarded(&crate::identity::CallerIdentity::Bearer);
+                fd.forwarded(&crate::identity::CallerIdentity::Anonymous);
+                fd.answered(503);
+                fd
+            }),
             steering: vec!["192.168.56.11:6443".into()],
         });
         let stop = CancellationToken::new();
@@ -312,6 +345,8 @@ mod tests {
         assert_eq!(r.steering_counters["steered"], 4);
         assert_eq!(r.steering_counters["not_matched"], 2);
         assert_eq!(r.relay_connections["completed"], 9);
+        assert_eq!(r.requests_by_route["local"], 2);
+        assert_eq!(r.requests_by_route["mvp_503"], 1);
         ready.store(true, Ordering::SeqCst);
         assert!(fetch_status(addr, timeout).await.unwrap().ready);
 

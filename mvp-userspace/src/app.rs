@@ -1,5 +1,9 @@
-//! Wiring of `mvp run`: steering + listeners + relay + admin, and the shutdown order
-//! (clear the slot, drain within a deadline, detach).
+//! Wiring of `mvp run`: steering + listeners + (front door | L4 relay) + admin, and the
+//! shutdown order (clear the slot, drain within a deadline, detach).
+//!
+//! With `--tls-cert-file` the steered connections are served by the L7 front door
+//! ([`crate::frontdoor`]), which forwards to `--upstream` through the bypass connector;
+//! without it they are relayed at L4 to their original destination ([`crate::relay`]).
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -15,14 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::addr::{ClientAddr, OrigDstAddr, SteerTarget};
 use crate::admin::{self, AdminState};
 use crate::cli::{LogFormat, RunArgs};
+use crate::frontdoor::{FrontDoor, FrontDoorConfig, FrontDoorError};
 use crate::relay::{self, Relay, RelayError, RelayStats};
 use crate::steer::{
     self, BypassConnector, ListenError, ListenerSource, SteerError, SteeredListeners, Steering,
     UpstreamConnector,
 };
 
-/// What `mvp run` does with each accepted (steered) connection: the L4 [`Relay`] now,
-/// the L7 front door later. The accept loop, readiness and draining stay in `app`.
+/// What `mvp run` does with each accepted (steered) connection: the L7 [`FrontDoor`] when
+/// TLS flags are given, else the L4 [`Relay`]. The accept loop, readiness and draining stay in `app`.
 pub trait ConnectionHandler: Send + Sync + 'static {
     /// Handle one connection to the end; errors are the handler's to log.
     fn handle(
@@ -31,6 +36,14 @@ pub trait ConnectionHandler: Send + Sync + 'static {
         client: ClientAddr,
         orig_dst: OrigDstAddr,
     ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The L7 front door: TLS, authentication, forwarding to `--upstream` (the original
+/// destination only mattered to the L4 relay).
+impl ConnectionHandler for FrontDoor {
+    async fn handle(&self, conn: TcpStream, client: ClientAddr, _orig_dst: OrigDstAddr) {
+        self.serve_connection(conn, client.get()).await
+    }
 }
 
 impl<C: UpstreamConnector> ConnectionHandler for Relay<C> {
@@ -74,6 +87,9 @@ pub enum AppError {
         #[source]
         source: io::Error,
     },
+    /// The L7 front door (flags, TLS material).
+    #[error("front door: {0}")]
+    FrontDoor(#[from] FrontDoorError),
     /// The async runtime or signal handlers.
     #[error("runtime: {what}")]
     Runtime {
@@ -98,6 +114,8 @@ pub struct RunConfig {
     pub admin: SocketAddr,
     /// Drain deadline.
     pub drain_timeout: Duration,
+    /// The L7 front door; None = L4 relay.
+    pub front_door: Option<FrontDoorConfig>,
 }
 
 impl RunConfig {
@@ -115,10 +133,12 @@ impl RunConfig {
 
     /// [`RunConfig::from_args`] with the node's addresses given (tests).
     pub fn from_args_with(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<RunConfig, AppError> {
-        let steer = if args.steer.is_empty() {
-            detect_steer(args, node_addrs)?
+        // Zero-config: without --steer, kube-apiserver's own settings fill in every flag
+        // that was not given (explicit flags win).
+        let (steer, front_door_args) = if args.steer.is_empty() {
+            detect_settings(args, node_addrs)?
         } else {
-            args.steer.clone()
+            (args.steer.clone(), args.front_door.clone())
         };
         if steer.len() > mvp_common::STEER_DST_MAX as usize {
             return Err(AppError::Config(format!(
@@ -171,16 +191,28 @@ impl RunConfig {
             netns: args.netns.clone(),
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
+            front_door: if front_door_args.enabled() {
+                Some(
+                    front_door_args
+                        .to_config()
+                        .map_err(|e| AppError::FrontDoor(e.into()))?,
+                )
+            } else {
+                None
+            },
         })
     }
 }
 
-/// The steer set from kube-apiserver's manifest or command line.
-fn detect_steer(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<Vec<SteerTarget>, AppError> {
+/// The steer set and front-door flags from kube-apiserver's manifest or command line.
+fn detect_settings(
+    args: &RunArgs,
+    node_addrs: &[IpAddr],
+) -> Result<(Vec<SteerTarget>, crate::frontdoor::FrontDoorArgs), AppError> {
     let d = crate::detect::detect(
         &args.detect.apiserver_manifest,
         &args.detect.proc_root,
-        &crate::detect::Overrides::from_detect_args(&args.detect),
+        &crate::detect::Overrides::from_flags(&args.detect, &args.front_door, &[]),
         node_addrs,
     )?;
     let steer: Vec<SteerTarget> = d
@@ -196,7 +228,10 @@ fn detect_steer(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<Vec<SteerTarget
     if let Some(origin) = &d.origin {
         tracing::info!(from = %origin, steer = ?steer.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "detected kube-apiserver settings");
     }
-    Ok(steer)
+    for row in d.rows() {
+        tracing::debug!(setting = row.setting, value = %row.value, from = %row.source, "detected");
+    }
+    Ok((steer, d.front_door_args(&args.front_door)))
 }
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
@@ -275,6 +310,15 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    // TLS material is loaded before the listener enters the SOCKMAP (readiness).
+    let front_door = match &cfg.front_door {
+        Some(config) => Some(FrontDoor::new(
+            config,
+            Arc::new(BypassConnector::new(handle.clone())),
+        )?),
+        None => None,
+    };
+    let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
     let relay = Arc::new(Relay::new(
         BypassConnector::new(handle.clone()),
@@ -299,6 +343,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         }),
         relay: stats,
         steering: targets.iter().map(SocketAddr::to_string).collect(),
+        front_door: front_door.as_ref().map(FrontDoor::stats),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -332,14 +377,23 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         });
     }
     drop(tx);
-    tracing::info!(listeners = ?own, admin = %cfg.admin, "ready: listener in the SOCKMAP");
+    tracing::info!(
+        listeners = ?own,
+        admin = %cfg.admin,
+        mode = if front_door.is_some() { "front door (L7)" } else { "relay (L4)" },
+        "ready: listener in the SOCKMAP"
+    );
 
     let mut conns = JoinSet::new();
     let spawn = |conns: &mut JoinSet<()>, conn: TcpStream| {
         let handler = relay.clone();
+        let door = front_door.clone();
         conns.spawn(async move {
             match relay::addresses(&conn) {
-                Ok((client, orig_dst)) => handler.handle(conn, client, orig_dst).await,
+                Ok((client, orig_dst)) => match door {
+                    Some(door) => door.handle(conn, client, orig_dst).await,
+                    None => handler.handle(conn, client, orig_dst).await,
+                },
                 Err(e) => tracing::debug!(error = %one_line(&e), "connection gone before handling"),
             }
         });
@@ -374,6 +428,10 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         }
     }
     acceptors.shutdown().await;
+    if let Some(door) = &front_door {
+        // Queued connections were taken; now ask clients to go (GOAWAY / Connection: close).
+        door.begin_drain();
+    }
     let in_flight = conns.len();
     tracing::info!(in_flight, deadline = ?cfg.drain_timeout, "draining");
     let drained = tokio::time::timeout(cfg.drain_timeout, async {
@@ -386,6 +444,9 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             "drain deadline passed; closing remaining connections"
         );
         conns.shutdown().await;
+    }
+    if let Some(task) = cert_reloader {
+        task.abort();
     }
     steering.detach()?;
     admin_stop.cancel();
@@ -447,6 +508,59 @@ mod tests {
             ]
         );
         assert_eq!(c.listen.len(), 2, "a listener per steered family");
+        // Zero-config is the L7 front door with kube-apiserver's own files and names.
+        let fd = c.front_door.expect("front door from the manifest");
+        assert_eq!(
+            fd.tls_cert_file,
+            PathBuf::from("/etc/kubernetes/pki/apiserver.crt")
+        );
+        assert_eq!(fd.upstream, "127.0.0.1:6443".parse().expect("addr"));
+        assert_eq!(fd.requestheader_allowed_names, ["front-proxy-client"]);
+        assert_eq!(
+            fd.proxy_client.expect("front-proxy pair").0,
+            PathBuf::from("/etc/kubernetes/pki/front-proxy-client.crt")
+        );
+    }
+
+    #[test]
+    fn explicit_front_door_flags_win_over_detection() {
+        let manifest = crate::test_fixtures::fixtures_dir().join("kubeadm/kube-apiserver.yaml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            manifest.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+            "--secure-port",
+            "16443",
+            "--tls-cert-file",
+            "/x/serving.crt",
+        ]);
+        let c = RunConfig::from_args_with(&r, &[]).expect("detected");
+        let steer: Vec<String> = c.steer.iter().map(|s| s.to_string()).collect();
+        assert_eq!(steer, ["192.168.56.11:16443"]);
+        let fd = c.front_door.expect("front door");
+        assert_eq!(fd.tls_cert_file, PathBuf::from("/x/serving.crt"));
+        assert_eq!(
+            fd.tls_private_key_file,
+            PathBuf::from("/etc/kubernetes/pki/apiserver.key")
+        );
+        assert_eq!(fd.upstream, "127.0.0.1:16443".parse().expect("addr"));
+    }
+
+    #[test]
+    fn explicit_steer_means_no_detection() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--apiserver-manifest",
+            tmp.path().join("missing.yaml").to_str().expect("utf-8"),
+        ]);
+        let c = RunConfig::from_args_with(&r, &[]).expect("explicit");
+        assert!(c.front_door.is_none(), "L4 relay without TLS flags");
     }
 
     #[test]

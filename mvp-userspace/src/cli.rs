@@ -19,7 +19,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Steer connections for the given addresses into mvp and relay them.
+    /// Steer connections for the given addresses into mvp; with --tls-cert-file, serve them
+    /// with the L7 front door (TLS, authentication, forwarding), else relay them at L4.
     Run(RunArgs),
     /// Preflight: check kernel, privileges, kube-apiserver's settings and PKI, and the
     /// peers, each PASS/WARN/FAIL with a fix. Exits non-zero on any FAIL.
@@ -46,9 +47,10 @@ pub struct DoctorArgs {
     /// Another control-plane apiserver to check (https://IP[:PORT]). Repeatable.
     #[arg(long = "peer", value_name = "URL")]
     pub peer: Vec<String>,
-    /// The local apiserver mvp forwards to (default https://127.0.0.1:<secure port>).
-    #[arg(long, value_name = "URL")]
-    pub upstream: Option<String>,
+    /// kube-apiserver-named overrides of detected values (and --upstream: the local
+    /// apiserver, default https://127.0.0.1:<secure port>), as for `mvp run`.
+    #[command(flatten)]
+    pub front_door: crate::frontdoor::FrontDoorArgs,
     /// Per-server time budget in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub timeout: u64,
@@ -107,6 +109,9 @@ pub struct RunArgs {
     /// Seconds to let in-flight connections finish on SIGINT/SIGTERM.
     #[arg(long = "drain-timeout", value_name = "SECONDS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
+    /// The L7 front door (kube-apiserver's flag names).
+    #[command(flatten)]
+    pub front_door: crate::frontdoor::FrontDoorArgs,
 }
 
 impl RunArgs {
@@ -141,6 +146,51 @@ mod tests {
         assert_eq!(r.admin_address, "127.0.0.1:9464".parse().expect("addr"));
         assert_eq!(r.log_format, LogFormat::Text);
         assert_eq!(r.drain_timeout(), Duration::from_secs(10));
+        assert!(
+            !r.front_door.enabled(),
+            "L4 relay unless TLS flags are given"
+        );
+    }
+
+    #[test]
+    fn run_with_kubeadm_flags_enables_the_front_door() {
+        let r = run(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--tls-cert-file",
+            "/etc/kubernetes/pki/apiserver.crt",
+            "--tls-private-key-file",
+            "/etc/kubernetes/pki/apiserver.key",
+            "--client-ca-file",
+            "/etc/kubernetes/pki/ca.crt",
+            "--requestheader-client-ca-file",
+            "/etc/kubernetes/pki/front-proxy-ca.crt",
+            "--requestheader-allowed-names",
+            "front-proxy-client",
+            "--requestheader-username-headers",
+            "X-Remote-User",
+            "--requestheader-group-headers",
+            "X-Remote-Group",
+            "--requestheader-extra-headers-prefix",
+            "X-Remote-Extra-",
+            "--proxy-client-cert-file",
+            "/etc/kubernetes/pki/front-proxy-client.crt",
+            "--proxy-client-key-file",
+            "/etc/kubernetes/pki/front-proxy-client.key",
+            "--secure-port",
+            "6443",
+        ]);
+        assert!(r.front_door.enabled());
+        let c = r.front_door.to_config().expect("valid");
+        assert_eq!(c.upstream, "127.0.0.1:6443".parse().expect("addr"));
+        assert_eq!(
+            c.upstream_ca_file,
+            PathBuf::from("/etc/kubernetes/pki/ca.crt")
+        );
+        assert_eq!(c.upstream_server_name, "kubernetes.default.svc");
+        assert_eq!(c.requestheader_allowed_names, ["front-proxy-client"]);
+        assert_eq!(c.header_names.username[0], "x-remote-user");
     }
 
     #[test]

@@ -331,6 +331,33 @@ impl Overrides {
         }
     }
 
+    /// The overrides `mvp run` / `mvp doctor` carry: detection flags, the front door's
+    /// kube-apiserver-named flags (empty lists and absent values are "not given"), and
+    /// explicit --steer targets.
+    pub fn from_flags(
+        detect: &DetectArgs,
+        fd: &crate::frontdoor::FrontDoorArgs,
+        steer: &[crate::addr::SteerTarget],
+    ) -> Self {
+        let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        Overrides {
+            secure_port: fd.secure_port,
+            steer: steer.iter().map(|t| t.get()).collect(),
+            tls_cert_file: fd.tls_cert_file.clone(),
+            tls_private_key_file: fd.tls_private_key_file.clone(),
+            client_ca_file: fd.client_ca_file.clone(),
+            requestheader_client_ca_file: fd.requestheader_client_ca_file.clone(),
+            requestheader_allowed_names: list(&fd.requestheader_allowed_names),
+            requestheader_username_headers: list(&fd.requestheader_username_headers),
+            requestheader_group_headers: list(&fd.requestheader_group_headers),
+            requestheader_uid_headers: list(&fd.requestheader_uid_headers),
+            requestheader_extra_headers_prefix: list(&fd.requestheader_extra_headers_prefix),
+            proxy_client_cert_file: fd.proxy_client_cert_file.clone(),
+            proxy_client_key_file: fd.proxy_client_key_file.clone(),
+            ..Overrides::from_detect_args(detect)
+        }
+    }
+
     /// True when the flags alone configure mvp (no detection needed).
     fn complete(&self) -> bool {
         self.tls_cert_file.is_some()
@@ -376,6 +403,33 @@ pub struct Detected {
     pub proxy_client_key_file: Option<Sourced<PathBuf>>,
     /// CA verifying peers' serving certs.
     pub peer_ca_file: Option<Sourced<PathBuf>>,
+}
+
+impl Detected {
+    /// The front door's flags with every value filled in: given flags stay as they are
+    /// (they were overrides), the rest come from detection. kube-apiserver sets no uid
+    /// headers under kubeadm; they stay unset so the front door keeps its own default.
+    pub fn front_door_args(
+        &self,
+        given: &crate::frontdoor::FrontDoorArgs,
+    ) -> crate::frontdoor::FrontDoorArgs {
+        let path = |v: &Option<Sourced<PathBuf>>| v.as_ref().map(|s| s.value.clone());
+        let mut fd = given.clone();
+        fd.secure_port = Some(self.secure_port.value);
+        fd.tls_cert_file = Some(self.tls_cert_file.value.clone());
+        fd.tls_private_key_file = Some(self.tls_private_key_file.value.clone());
+        fd.client_ca_file = path(&self.client_ca_file);
+        fd.requestheader_client_ca_file = path(&self.requestheader_client_ca_file);
+        fd.requestheader_allowed_names = self.requestheader_allowed_names.value.clone();
+        fd.requestheader_username_headers = self.requestheader_username_headers.value.clone();
+        fd.requestheader_group_headers = self.requestheader_group_headers.value.clone();
+        fd.requestheader_uid_headers = self.requestheader_uid_headers.value.clone();
+        fd.requestheader_extra_headers_prefix =
+            self.requestheader_extra_headers_prefix.value.clone();
+        fd.proxy_client_cert_file = path(&self.proxy_client_cert_file);
+        fd.proxy_client_key_file = path(&self.proxy_client_key_file);
+        fd
+    }
 }
 
 /// One row of the "what was detected and from where" table.

@@ -4,7 +4,14 @@
 //! - [`steer`]: eBPF sk_lookup steering; the only module that touches the kernel
 //!   (bpf(), setns). Exposes [`steer::ListenerSource`] and [`steer::UpstreamConnector`].
 //! - [`addr`]: typed addresses so client, original destination and upstream cannot be confused.
-//! - [`relay`]: the L4 relay used until the L7 front door lands.
+//! - [`tls`]: serving TLS (the apiserver's reloaded cert, client certs judged like
+//!   kube-apiserver) and upstream TLS (plain and front-proxy client configs).
+//! - [`identity`]: who is calling (x509, front proxy, bearer, anonymous) and how that
+//!   identity travels upstream.
+//! - [`proxy`]: upstream pools, streaming forwarding, upgrades, the `Route` seam.
+//! - [`status`]: Kubernetes `Status` responses mvp writes itself.
+//! - [`frontdoor`]: the L7 front door tying TLS → HTTP → identity → route → proxy.
+//! - [`relay`]: the L4 relay (`mvp run` without TLS flags: steering only, no TLS termination).
 //! - [`admin`]: /healthz, /readyz, /metrics.
 //! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
 //! - [`doctor`]: `mvp doctor`, the preflight (PASS/WARN/FAIL with fixes).
@@ -18,8 +25,13 @@ pub mod app;
 pub mod cli;
 pub mod detect;
 pub mod doctor;
+pub mod frontdoor;
+pub mod identity;
+pub mod proxy;
 pub mod relay;
+pub mod status;
 pub mod steer;
+pub mod tls;
 
 // Brain (pure core, no I/O).
 pub mod discovery;

@@ -48,16 +48,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared/fixtures` next to the checkout (or `MVP_FIXTURES`).
+/// `shared/fixtures` next to the checkout or next to any folder above it (a worktree under
+/// `wt/<name>` finds the main checkout's), or `MVP_FIXTURES`.
 pub fn fixtures_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MVP_FIXTURES") {
         return PathBuf::from(dir);
     }
-    let dir = repo_root().join("../shared/fixtures");
-    assert!(
-        dir.exists(),
-        "fixtures not found at {}: the shared/ folder must sit next to the checkout (or set MVP_FIXTURES)",
-        dir.display()
-    );
-    dir
+    let root = repo_root();
+    let found = root
+        .ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/fixtures"))
+        .find(|d| d.is_dir());
+    match found {
+        Some(dir) => dir,
+        None => panic!(
+            "fixtures not found: no shared/fixtures folder next to {} or above it (or set MVP_FIXTURES)",
+            root.display()
+        ),
+    }
 }

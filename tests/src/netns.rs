@@ -97,16 +97,26 @@ impl Netns {
     /// Run `f` on a new OS thread that has joined this namespace (setns is per thread),
     /// and return its result. Sockets made inside `f` belong to this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(self.path()).expect("open netns path");
+        self.try_run(f).expect("enter test namespace")
+    }
+
+    /// Like [`Netns::run`], but entering the namespace failing is an error, not a panic.
+    pub fn try_run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        let enter_err = |detail: String| NetnsError {
+            command: format!("setns {}", self.path().display()),
+            detail,
+        };
+        let file = File::open(self.path()).map_err(|e| enter_err(e.to_string()))?;
         std::thread::scope(|s| {
             s.spawn(move || {
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .expect("setns into test namespace");
-                f()
+                    .map_err(|e| e.to_string())?;
+                Ok(f())
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
+        .map_err(enter_err)
     }
 
     /// PIDs of processes inside the namespace.

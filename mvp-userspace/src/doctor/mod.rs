@@ -403,12 +403,13 @@ pub enum DoctorError {
 /// `mvp doctor` from its flags, on the real kernel and node: the rendered report and
 /// whether any check failed.
 pub fn run_cli(args: &crate::cli::DoctorArgs) -> Result<(String, bool), DoctorError> {
-    let upstream = args
+    let fd = &args.front_door;
+    let upstream = fd
         .upstream
         .as_deref()
-        .map(|u| servers::parse_peer(u, detect::DEFAULT_SECURE_PORT))
+        .map(|u| crate::frontdoor::config::parse_upstream(u, fd.port()))
         .transpose()
-        .map_err(|e| DoctorError::Flag(e.replace("--peer", "--upstream")))?;
+        .map_err(|e| DoctorError::Flag(e.to_string()))?;
     let node_addrs = steer::node_addresses().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot list the node's addresses; steer set from flags and manifest only");
         Vec::new()
@@ -416,7 +417,7 @@ pub fn run_cli(args: &crate::cli::DoctorArgs) -> Result<(String, bool), DoctorEr
     let cfg = DoctorConfig {
         manifest: args.detect.apiserver_manifest.clone(),
         proc_root: args.detect.proc_root.clone(),
-        overrides: Overrides::from_detect_args(&args.detect),
+        overrides: Overrides::from_flags(&args.detect, fd, &[]),
         node_addrs,
         upstream,
         peers: args.peer.clone(),

@@ -97,6 +97,11 @@ impl Upstream {
         self.local
     }
 
+    /// The underlying stream, e.g. for socket options (keeps the loop-guard claim).
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// The underlying stream (ends the loop-guard claim).
     pub fn into_inner(self) -> TcpStream {
         self.stream

@@ -72,15 +72,45 @@ impl Status {
         Value::Object(v)
     }
 
+    /// The body as kube-apiserver writes it: compact with a trailing newline, or indented
+    /// without one for pretty-printing clients (curl User-Agent, `?pretty=true`).
+    pub fn body(&self, pretty: bool) -> Vec<u8> {
+        super::wire::json_bytes(&self.to_value(), pretty)
+    }
+
     /// An HTTP response carrying this Status as compact JSON (kubectl User-Agent style).
     pub fn response(&self) -> LabResponse {
-        let body = serde_json::to_vec(&self.to_value()).expect("Status serialises");
-        http::Response::builder()
+        self.response_with(false)
+    }
+
+    /// An HTTP response carrying this Status, pretty-printed or not.
+    pub fn response_with(&self, pretty: bool) -> LabResponse {
+        let mut builder = http::Response::builder()
             .status(self.code)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header("cache-control", "no-cache, private")
-            .body(full(body))
+            .header("cache-control", "no-cache, private");
+        // kube-apiserver marks its authorization failures nosniff.
+        if self.code == 403 {
+            builder = builder.header("x-content-type-options", "nosniff");
+        }
+        builder
+            .body(full(self.body(pretty)))
             .expect("valid response")
+    }
+
+    /// 401 exactly as kube-apiserver answers failed authentication (no details).
+    pub fn unauthorized() -> Self {
+        Status::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 405 for a verb the resource does not serve.
+    pub fn method_not_allowed() -> Self {
+        Status::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
+        .with_details(json!({}))
     }
 }
 
