@@ -124,7 +124,8 @@ impl RunConfig {
         if !args.steer.is_empty() {
             return Self::from_args_with(args, &[]);
         }
-        let nodes = steer::node_addresses().unwrap_or_else(|e| {
+        // The addresses of the namespace mvp will steer in, not the one it starts in.
+        let nodes = steer::node_addresses_in(args.netns.as_deref()).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot list the node's addresses; steering the advertise address and --steer-vip only");
             Vec::new()
         });

@@ -516,6 +516,28 @@ fn probe_attach() -> AttachProbe {
 /// The node's interface addresses (every family, loopback included; callers filter).
 /// Lives here because it asks the kernel (netlink via getifaddrs).
 pub fn node_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    node_addresses_in(None)
+}
+
+/// [`node_addresses`] of the network namespace at `netns` (None: the caller's), asked from
+/// a short-lived thread that joins it, so the caller's namespace never changes.
+pub fn node_addresses_in(netns: Option<&Path>) -> io::Result<Vec<std::net::IpAddr>> {
+    let Some(path) = netns else {
+        return list_addresses();
+    };
+    let file = File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            list_addresses()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("address listing thread panicked")))
+    })
+}
+
+fn list_addresses() -> io::Result<Vec<std::net::IpAddr>> {
     let mut out: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
         .map_err(|e| io::Error::from_raw_os_error(e as i32))?
         .filter_map(|ifa| {
