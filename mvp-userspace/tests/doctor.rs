@@ -26,11 +26,19 @@ fn good_kernel() -> KernelProbe {
 /// Generate the PKI, the manifest, a local (1.36) and a peer (1.33) apiserver using it,
 /// and run doctor.
 async fn doctor_with(spec: PkiSpec, tmp: &Path) -> Report {
+    let cfg = setup(spec, tmp).await;
+    let r = doctor::examine(&cfg, Some(&good_kernel())).await;
+    // Shown with --nocapture (and on failure): the operator's view of this setup.
+    eprintln!("{}", r.render_text());
+    r
+}
+
+async fn setup(spec: PkiSpec, tmp: &Path) -> DoctorConfig {
     let pki = Pki::generate(&tmp.join("pki"), &spec);
     let manifest = opsupport::write_manifest(tmp, &pki.dir);
     let local = opsupport::apiserver::start(&pki.dir, "k8s-1.36", "v1.36.2").await;
     let peer = opsupport::apiserver::start(&pki.dir, "k8s-1.33", "v1.33.4").await;
-    let cfg = DoctorConfig {
+    DoctorConfig {
         manifest,
         proc_root: tmp.join("no-proc"),
         overrides: Overrides::default(),
@@ -40,14 +48,11 @@ async fn doctor_with(spec: PkiSpec, tmp: &Path) -> Report {
             "10.0.2.15".parse().unwrap(),
         ],
         upstream: Some(local),
+        upstream_ca_file: None,
         peers: vec![format!("https://{peer}")],
         timeout: Duration::from_secs(30),
         now: SystemTime::now(),
-    };
-    let r = doctor::examine(&cfg, Some(&good_kernel())).await;
-    // Shown with --nocapture (and on failure): the operator's view of this setup.
-    eprintln!("{}", r.render_text());
-    r
+    }
 }
 
 fn failing(r: &Report) -> BTreeSet<String> {
@@ -325,6 +330,7 @@ async fn no_apiserver_anywhere_is_one_failing_detect_check() {
         overrides: Overrides::default(),
         node_addrs: vec![],
         upstream: None,
+        upstream_ca_file: None,
         peers: vec![],
         timeout: Duration::from_secs(30),
         now: SystemTime::now(),
@@ -333,4 +339,15 @@ async fn no_apiserver_anywhere_is_one_failing_detect_check() {
     assert_eq!(failing(&r), set(&["detect"]));
     assert_fails(&r, "detect", "--apiserver-manifest");
     assert!(r.render_text().contains("FAIL  detect"));
+}
+
+#[tokio::test]
+async fn upstream_ca_flag_is_what_verifies_the_local_apiserver() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = setup(PkiSpec::default(), tmp.path()).await;
+    // The wrong CA for the local apiserver: only that server fails, with the CA fix.
+    cfg.upstream_ca_file = Some(tmp.path().join("pki/front-proxy-ca.crt"));
+    let r = doctor::examine(&cfg, Some(&good_kernel())).await;
+    assert_fails(&r, "server/local", "--upstream-ca-file");
+    assert_eq!(failing(&r), set(&["server/local"]), "{}", r.render_text());
 }

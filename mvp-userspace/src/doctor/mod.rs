@@ -308,6 +308,8 @@ pub struct DoctorConfig {
     pub node_addrs: Vec<IpAddr>,
     /// The local apiserver (default 127.0.0.1:<secure port>).
     pub upstream: Option<SocketAddr>,
+    /// CA verifying the local apiserver (default: the client CA, as the front door does).
+    pub upstream_ca_file: Option<PathBuf>,
     /// Peer apiservers (`https://IP:PORT` or `IP:PORT`).
     pub peers: Vec<String>,
     /// Per-server connect + request budget.
@@ -420,6 +422,7 @@ pub fn run_cli(args: &crate::cli::DoctorArgs) -> Result<(String, bool), DoctorEr
         overrides: Overrides::from_flags(&args.detect, fd, &[]),
         node_addrs,
         upstream,
+        upstream_ca_file: fd.upstream_ca_file.clone(),
         peers: args.peer.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
         now: SystemTime::now(),

@@ -214,6 +214,9 @@ fn fix_for(err: &ServerError, local: bool) -> String {
             addr.port()
         ),
         ServerError::Tls { source, .. } => match source {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) if local => {
+                "its serving cert is not signed by the CA mvp verifies it with: pass --upstream-ca-file (default --client-ca-file), and --peer-ca-file for peers, with the CA that signs apiserver certs".into()
+            }
             rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
                 "its serving cert is not signed by the peer CA: pass --peer-ca-file with the CA that signs apiserver certs".into()
             }
@@ -321,7 +324,23 @@ pub async fn checks(
     }
     // mvp verifies its local upstream with the client CA (kubeadm's ca.crt) and peers
     // with the peer CA; with kubeadm defaults they are the same file.
-    let local_tls = client_config(m.client_ca.get().or(m.peer_ca.get()), m);
+    let upstream_ca = cfg.upstream_ca_file.as_ref().map(|p| {
+        super::pki::load_certs(Some(&crate::detect::Sourced {
+            value: p.clone(),
+            source: crate::detect::Source::Flag,
+        }))
+    });
+    let local_tls = match &upstream_ca {
+        Some(super::pki::FileState::Ok(_, cas)) => client_config(Some(cas), m),
+        Some(other) => Err(format!(
+            "--upstream-ca-file {}: unusable",
+            other
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )),
+        None => client_config(m.client_ca.get().or(m.peer_ca.get()), m),
+    };
     let peer_tls = client_config(m.peer_ca.get(), m);
 
     // All servers at once: an unreachable peer costs one timeout, not one per peer.
