@@ -77,6 +77,7 @@ fn surface() -> Vec<ResourceMeta> {
             false,
             &[],
         ),
+        meta("", "v1", "services", "Service", true, &["status"]),
         ResourceMeta {
             verbs: vec!["create".into()],
             ..meta(
@@ -369,6 +370,19 @@ impl Lines {
                         self.buf.extend_from_slice(&d);
                     }
                 }
+            }
+        }
+    }
+
+    /// The next DATA frame as it arrived (nothing buffered may be pending).
+    async fn raw_frame(&mut self) -> Result<Bytes> {
+        loop {
+            let frame = tokio::time::timeout(patience(), self.body.frame())
+                .await
+                .context("no frame within the test patience")?
+                .ok_or_else(|| anyhow!("stream ended"))??;
+            if let Ok(d) = frame.into_data() {
+                return Ok(d);
             }
         }
     }
@@ -995,7 +1009,15 @@ async fn watch_over_http2_initial_events_selectors_and_legacy_path() -> Result<(
         "true"
     );
     let c = n.create_ok(CMS, cm("cm-c", "v")).await?;
-    let ev = w.event().await?;
+    // One HTTP/2 DATA frame per event, flushed as it happens.
+    assert!(w.buf.is_empty(), "frames ended on event boundaries");
+    let frame = w.raw_frame().await?;
+    assert!(
+        frame.ends_with(b"\n") && frame.iter().filter(|b| **b == b'\n').count() == 1,
+        "one event per frame: {}",
+        String::from_utf8_lossy(&frame)
+    );
+    let ev: Value = serde_json::from_slice(&frame)?;
     assert_eq!(ev, json!({"type": "ADDED", "object": c}));
 
     // Legacy /watch/ path on one object, and a label selector moving objects in and out.
@@ -1431,6 +1453,52 @@ async fn two_stores_on_one_etcd_see_each_others_writes_and_watches() -> Result<(
     }
     let fin = b.get(&format!("{CMS}/from-b")).await?.json();
     assert_eq!(fin["data"].as_object().unwrap().len(), 11, "{fin}");
+
+    // Service cluster IPs are allocated once across nodes, released on delete.
+    let svcs = "/api/v1/namespaces/fx/services";
+    let svc = |name: &str, ip: Option<&str>| {
+        let mut v = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"ports": [{"port": 443}], "selector": {"app": name}}});
+        if let Some(ip) = ip {
+            v["spec"]["clusterIP"] = json!(ip);
+        }
+        v
+    };
+    let s1 = a.create_ok(svcs, svc("s1", None)).await?;
+    let s2 = b.create_ok(svcs, svc("s2", None)).await?;
+    let ip1 = s1["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(ip1.starts_with("10.96."), "{s1}");
+    assert_ne!(s1["spec"]["clusterIP"], s2["spec"]["clusterIP"]);
+    assert_eq!(
+        s1["spec"]["ports"],
+        json!([{"port": 443, "protocol": "TCP", "targetPort": 443}])
+    );
+    assert_eq!(
+        (
+            s1["spec"]["type"].as_str(),
+            s1["spec"]["sessionAffinity"].as_str()
+        ),
+        (Some("ClusterIP"), Some("None"))
+    );
+    let r = b.post(svcs, svc("s3", Some(&ip1))).await?;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("provided IP is already allocated")
+    );
+    // An update that omits the IP keeps it; changing it is refused.
+    let r = a.put(&format!("{svcs}/s1"), svc("s1", None)).await?;
+    assert_eq!(r.json()["spec"]["clusterIP"], s1["spec"]["clusterIP"]);
+    let r = a
+        .put(&format!("{svcs}/s1"), svc("s1", Some("10.96.0.2")))
+        .await?;
+    assert_eq!(r.status, 422);
+    assert_eq!(a.delete(&format!("{svcs}/s1")).await?.status, 200);
+    b.create_ok(svcs, svc("s3", Some(&ip1))).await?;
+    let headless = a.create_ok(svcs, svc("h", Some("None"))).await?;
+    assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
 
     // One resource served at two versions by different nodes: same object, requested apiVersion.
     let dc = json!({"apiVersion": "resource.k8s.io/v1beta2", "kind": "DeviceClass", "metadata": {"name": "gpu"}, "spec": {}});

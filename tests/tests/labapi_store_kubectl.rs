@@ -282,7 +282,7 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     let table = lab.ok(1, &["get", "configmaps", "-n", "e2e"], None)?;
     let mut rows = table.lines();
     let header: Vec<&str> = rows.next().context("header")?.split_whitespace().collect();
-    assert_eq!(header, ["NAME", "AGE"]);
+    assert_eq!(header, ["NAME", "DATA", "AGE"], "kube's ConfigMap columns");
     assert!(rows.any(|r| r.starts_with("cfg ")), "{table}");
     let nss = lab.ok(0, &["get", "namespaces"], None)?;
     assert!(
@@ -386,6 +386,44 @@ fn kubectl_drives_the_store_through_two_lab_apiservers() -> Result<()> {
     assert_eq!(
         lab.json(1, &["get", "deployment", "web", "-n", "e2e"])?["spec"]["replicas"],
         3
+    );
+    let table = lab.ok(0, &["get", "deployments", "-n", "e2e"], None)?;
+    let mut rows = table.lines();
+    let header: Vec<&str> = rows.next().context("header")?.split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let row: Vec<&str> = rows.next().context("row")?.split_whitespace().collect();
+    assert_eq!(row[..4], ["web", "0/3", "0", "0"]);
+
+    // Services: a cluster IP from the lab's range, kube's columns.
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "e2e"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+    lab.ok(
+        1,
+        &["create", "--validate=false", "-f", "-"],
+        Some(&svc.to_string()),
+    )?;
+    let ip = lab.json(0, &["get", "service", "web", "-n", "e2e"])?["spec"]["clusterIP"]
+        .as_str()
+        .context("clusterIP")?
+        .to_string();
+    let table = lab.ok(0, &["get", "services", "-n", "e2e"], None)?;
+    let mut rows = table.lines();
+    let header: Vec<&str> = rows.next().context("header")?.split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    let row: Vec<&str> = rows.next().context("row")?.split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        ["web", "ClusterIP", ip.as_str(), "<none>", "80/TCP"]
     );
 
     // Server-side apply and server-side dry runs.

@@ -31,8 +31,10 @@ struct Cli {
     /// Address advertised in /api's serverAddressByClientCIDRs.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// Serving certificate (PEM chain); re-read when the file changes.
     #[arg(long)]
     tls_cert_file: PathBuf,
+    /// Serving key (PEM); re-read with the certificate.
     #[arg(long)]
     tls_private_key_file: PathBuf,
     /// CA bundle for x509 client-certificate authentication (CN = user, O = groups).
@@ -44,22 +46,29 @@ struct Cli {
     /// Allowed front-proxy certificate CNs (empty: any from the requestheader CA).
     #[arg(long, value_delimiter = ',')]
     requestheader_allowed_names: Vec<String>,
+    /// Headers naming the front-proxied user (first non-empty wins).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
     requestheader_username_headers: Vec<String>,
+    /// Headers listing its groups (every value of every header).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
     requestheader_group_headers: Vec<String>,
+    /// Headers carrying its uid.
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Uid")]
     requestheader_uid_headers: Vec<String>,
+    /// Prefixes of extra-attribute headers (key lower-cased and percent-decoded).
     #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
     requestheader_extra_headers_prefix: Vec<String>,
     /// Static tokens: CSV `token,user,uid,"group1,group2"`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Serve requests without credentials as system:anonymous (`--anonymous-auth` alone
+    /// means true, as with Go's bool flags).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     anonymous_auth: bool,
     /// etcd endpoints for the storage layer (comma list).
     #[arg(long, value_delimiter = ',', required = true)]
     etcd_servers: Vec<String>,
+    /// Key prefix in etcd.
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
     /// JSON-lines audit log: one line per request (time, verb, path, user, groups,

@@ -546,7 +546,10 @@ async fn handle(
     let pretty = wants_pretty(req.headers(), uri.query());
     let mut impersonated = None;
     let (mut resp, identity) = match authn {
-        Authn::Unauthorized => (Status::unauthorized().response_with(pretty), None),
+        Authn::Unauthorized => (
+            drained(req, Status::unauthorized().response_with(pretty)).await,
+            None,
+        ),
         Authn::User(requester) => 'user: {
             // Impersonation runs after authentication and before authorization.
             let id = match impersonate(&state, &requester, req.headers()) {
@@ -555,7 +558,12 @@ async fn handle(
                     target
                 }
                 Ok(None) => requester.clone(),
-                Err(status) => break 'user (status.response_with(pretty), Some(requester)),
+                Err(status) => {
+                    break 'user (
+                        drained(req, status.response_with(pretty)).await,
+                        Some(requester),
+                    );
+                }
             };
             if requester.is_anonymous() && req.version() == http::Version::HTTP_2 {
                 close.requested.notify_one();
@@ -899,14 +907,23 @@ async fn serve(
 ) -> LabResponse {
     let pretty = wants_pretty(req.headers(), req.uri().query());
     if !authorized(state, id, info) {
-        return forbidden(id, info).response_with(pretty);
+        return drained(req, forbidden(id, info).response_with(pretty)).await;
     }
     match info {
         RequestInfo::NonResource { path, .. } => {
-            serve_non_resource(state, path, &req, pretty).await
+            let resp = serve_non_resource(state, path, &req, pretty).await;
+            drained(req, resp).await
         }
         RequestInfo::Resource(r) => serve_resource(state, id, r, req, pretty).await,
     }
+}
+
+/// Reads (and drops) what the client is still sending before answering without the
+/// body: answering an HTTP/2 request mid-upload resets the stream, which clients report
+/// as a transport error instead of the answer. Bounded, like kube-apiserver's body limit.
+async fn drained(req: http::Request<Incoming>, resp: LabResponse) -> LabResponse {
+    let _ = Limited::new(req.into_body(), 3 << 20).collect().await;
+    resp
 }
 
 async fn serve_non_resource(
@@ -1221,20 +1238,21 @@ fn resource_accept_ok(headers: &http::HeaderMap) -> bool {
         })
 }
 
-async fn serve_resource(
+/// Finds the resource and checks scope, subresource, verb and `Accept`; the error is the
+/// answer kube-apiserver gives instead.
+fn route_resource(
     state: &State,
-    id: &Identity,
     info: &ResourceInfo,
-    req: http::Request<Incoming>,
+    headers: &http::HeaderMap,
     pretty: bool,
-) -> LabResponse {
+) -> Result<(super::types::ResourceMeta, Option<String>), Box<LabResponse>> {
     let surface = &state.discovery.surface;
     if surface.group(&info.group).is_none() {
-        return text_not_found();
+        return Err(Box::new(text_not_found()));
     }
     let not_found = || Status::path_not_found().response_with(pretty);
     let Some(meta) = surface.lookup(&info.group, &info.version, &info.resource) else {
-        return not_found();
+        return Err(Box::new(not_found()));
     };
     let mut namespace = info.namespace.clone();
     if !meta.namespaced && namespace.is_some() {
@@ -1243,22 +1261,22 @@ async fn serve_resource(
         if meta.resource == "namespaces" && namespace == info.name {
             namespace = None;
         } else {
-            return not_found();
+            return Err(Box::new(not_found()));
         }
     }
     if meta.namespaced && namespace.is_none() && info.name.is_some() {
-        return not_found();
+        return Err(Box::new(not_found()));
     }
     // The all-namespaces path of a namespaced resource only lists and watches.
     if meta.namespaced && namespace.is_none() && !matches!(info.verb.as_str(), "list" | "watch") {
-        return Status::method_not_allowed().response_with(pretty);
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
     let verbs = match &info.subresource {
         None => meta.verbs.clone(),
         Some(sub) => {
             match surface.subresource_verbs(&info.group, &info.version, &info.resource, sub) {
                 Some(v) => v,
-                None => return not_found(),
+                None => return Err(Box::new(not_found())),
             }
         }
     };
@@ -1266,18 +1284,34 @@ async fn serve_resource(
         // Collections of subresources do not exist; a subresource's `get` covers watch-less reads.
         || (info.verb == "proxy" && verbs.iter().any(|v| v == "get"));
     if !verb_ok {
-        return Status::method_not_allowed().response_with(pretty);
+        return Err(Box::new(Status::method_not_allowed().response_with(pretty)));
     }
-    if !resource_accept_ok(req.headers()) {
+    if !resource_accept_ok(headers) {
         // Recorded: the resource 406 is always indented and has empty details.
-        return Status::new(
+        return Err(Box::new(
+            Status::new(
             406,
             "NotAcceptable",
             "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
         )
         .with_details(json!({}))
-        .response_with(true);
+        .response_with(true),
+        ));
     }
+    Ok((meta, namespace))
+}
+
+async fn serve_resource(
+    state: &State,
+    id: &Identity,
+    info: &ResourceInfo,
+    req: http::Request<Incoming>,
+    pretty: bool,
+) -> LabResponse {
+    let (meta, namespace) = match route_resource(state, info, req.headers(), pretty) {
+        Ok(found) => found,
+        Err(resp) => return drained(req, *resp).await,
+    };
     if meta.group == "authentication.k8s.io"
         && meta.resource == "selfsubjectreviews"
         && info.subresource.is_none()

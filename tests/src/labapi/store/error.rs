@@ -26,11 +26,12 @@ pub enum StoreError {
         #[source]
         source: etcd_client::Error,
     },
-    /// The revision asked for has been compacted away by etcd.
+    /// The revision asked for (when known) has been compacted away by etcd.
     #[error(
-        "store: revision {requested} of {key:?} is compacted (not retryable with the same revision; start a new list/watch)"
+        "store: the revision{} asked for {key:?} is compacted (not retryable with the same revision; start a new list/watch)",
+        requested.map(|r| format!(" {r}")).unwrap_or_default()
     )]
-    Compacted { key: String, requested: i64 },
+    Compacted { key: String, requested: Option<i64> },
     /// A stored value is not a JSON object (someone else wrote the key).
     #[error(
         "store: value at {key:?} is not a JSON object: {reason} (not retryable; remove or fix the key in etcd)"
@@ -58,7 +59,7 @@ impl StoreError {
         if is_compacted(&source) {
             return StoreError::Compacted {
                 key: key.to_string(),
-                requested: 0,
+                requested: None,
             };
         }
         StoreError::Etcd {
@@ -100,5 +101,36 @@ impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
         tracing::warn!(error = %e, "lab store error");
         e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_where_whether_to_retry_and_what_to_do() {
+        let e = StoreError::Compacted {
+            key: "/registry/configmaps/fx".into(),
+            requested: Some(2),
+        };
+        assert!(!e.retryable());
+        assert!(
+            e.to_string()
+                .contains("revision 2 asked for \"/registry/configmaps/fx\"")
+        );
+        assert_eq!(e.to_status().code, 410);
+        let e = StoreError::TooManyConflicts {
+            key: "k".into(),
+            attempts: 16,
+        };
+        assert!(e.retryable());
+        assert_eq!(e.to_status().reason, "Conflict");
+        let e = StoreError::Corrupt {
+            key: "k".into(),
+            reason: "not JSON".into(),
+        };
+        assert!(!e.retryable() && e.to_string().contains("remove or fix the key"));
+        assert_eq!(e.to_status().code, 500);
     }
 }

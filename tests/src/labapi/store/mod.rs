@@ -56,8 +56,9 @@
 //!   configuration (no field ownership: fields dropped from a configuration stay, no
 //!   conflicts between managers).
 //! - Strategic merge uses a merge-key heuristic instead of Go struct tags (see `patch.rs`).
-//! - Tables: pods and namespaces print kube's columns; other resources get Name and Age
-//!   instead of kube's per-type printers (restarts print without "(5m ago)").
+//! - Tables: pods, namespaces, configmaps, secrets, serviceaccounts, services and
+//!   deployments print kube's columns; other resources get Name and Age instead of kube's
+//!   per-type printers (pod restarts print without "(5m ago)").
 //! - Responses are JSON (or YAML); a protobuf-only Accept gets 406 (kube would answer
 //!   protobuf). Protobuf request bodies are decoded only for Namespace, ConfigMap, Secret and
 //!   ServiceAccount; other kinds get 415.
@@ -66,7 +67,9 @@
 //! - No watch cache: `resourceVersion=0` reads are as consistent as quorum reads, lists with
 //!   `limit` always paginate, and a resourceVersion newer than etcd's waits (watch) or
 //!   answers 504 (list).
-//! - No admission (quotas, limit ranges, service accounts, cluster IP allocation).
+//! - No admission (quotas, limit ranges, service account tokens). Services get kube's
+//!   defaults and a cluster IP from 10.96.0.0/16, reserved in etcd (see `service.rs`); no
+//!   node ports, load balancers or dual stack.
 //! - Access reviews answer `allowed: true` for any non-anonymous subject: the store does
 //!   not evaluate RBAC (the HTTP layer's authorization decides what reaches it).
 #![allow(
@@ -81,6 +84,7 @@ mod patch;
 mod proto;
 mod query;
 mod request;
+mod service;
 mod table;
 mod util;
 mod watch;
@@ -228,8 +232,25 @@ impl Store {
         req: ResourceRequest,
         http: http::Request<hyper::body::Incoming>,
     ) -> LabResponse {
-        let query = Query::parse(http.uri().query());
-        let out = match Output::negotiate(http.headers(), query.get("pretty")) {
+        if req.verb == Verb::Connect
+            && matches!(req.subresource.as_deref(), Some("exec" | "attach"))
+        {
+            return self.connect_exec(req, http).await;
+        }
+        // Read the whole body before answering anything, even answers that do not use it:
+        // an HTTP/2 answer sent while the client is still uploading resets the stream.
+        let (parts, body) = match read_body(http).await {
+            Ok(pb) => pb,
+            Err(s) => {
+                return Output {
+                    format: Format::Json,
+                    pretty: false,
+                }
+                .status(&s);
+            }
+        };
+        let query = Query::parse(parts.uri.query());
+        let out = match Output::negotiate(&parts.headers, query.get("pretty")) {
             Ok(o) => o,
             Err(s) => {
                 return Output {
@@ -245,30 +266,17 @@ impl Store {
         let is_watch = req.verb == Verb::Watch
             || (matches!(req.verb, Verb::List | Verb::Get) && query.flag("watch"));
         let result = match (req.verb, sub.as_deref()) {
-            (Verb::Connect, Some("exec" | "attach")) => return self.connect_exec(req, http).await,
             (Verb::Get, Some("log")) => return self.log(&req, &query, out).await,
             _ if is_watch => return watch::watch(self, &req, &query, out).await,
             (Verb::Get, None | Some("status")) => self.get(&req, out).await,
             (Verb::Get, Some("scale")) => self.get_scale(&req).await.map(|v| (200, v)),
             (Verb::List, None) => self.list(&req, &query, out).await,
-            (Verb::Create, None) if is_virtual(&req.meta) => match read_body(http).await {
-                Ok((parts, body)) => review(&req, &parts, &body),
-                Err(s) => Err(s),
-            },
-            (Verb::Create, None) => match read_body(http).await {
-                Ok((parts, body)) => self.create(&req, &parts, &body, dry_run).await,
-                Err(s) => Err(s),
-            },
+            (Verb::Create, None) if is_virtual(&req.meta) => review(&req, &parts, &body),
+            (Verb::Create, None) => self.create(&req, &parts, &body, dry_run).await,
             (Verb::Update | Verb::Patch, None | Some("status") | Some("scale")) => {
-                match read_body(http).await {
-                    Ok((parts, body)) => self.update_or_patch(&req, &parts, &body, dry_run).await,
-                    Err(s) => Err(s),
-                }
+                self.update_or_patch(&req, &parts, &body, dry_run).await
             }
-            (Verb::Delete, None) => match read_body(http).await {
-                Ok((_, body)) => self.delete(&req, &body, dry_run).await,
-                Err(s) => Err(s),
-            },
+            (Verb::Delete, None) => self.delete(&req, &body, dry_run).await,
             (Verb::DeleteCollection, None) => self.delete_collection(&req, &query).await,
             (verb, sub) => Err(Status::new(
                 405,
@@ -353,7 +361,7 @@ impl Store {
                         Some(t) => Ok((410, expired_continue(t))),
                         None => Err(StoreError::Compacted {
                             key: base.clone(),
-                            requested: read_rev,
+                            requested: Some(read_rev),
                         }
                         .to_status()),
                     };
@@ -479,33 +487,108 @@ impl Store {
         }
         prepare_create(meta, &mut obj, &name, ns.as_deref());
         let key = self.object_key(meta, ns.as_deref(), &name);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then(ops(
-                dry_run,
-                TxnOp::put(key.as_str(), to_stored(&obj), None),
-            ));
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| StoreError::etcd("txn", &key, e))?;
-        if !resp.succeeded() {
-            return Err(Status::new(
-                409,
-                "AlreadyExists",
-                format!(
-                    "{} \"{name}\" already exists",
-                    qualified(&meta.group, &meta.resource)
-                ),
-            )
-            .with_details(details(meta, &name)));
+        let is_service = meta.group.is_empty() && meta.resource == "services";
+        // Services reserve their cluster IP in the same transaction (see service.rs).
+        let wanted_ip = if is_service {
+            service::requested_ip(&obj).ok()
+        } else {
+            None
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let ip = match &wanted_ip {
+                Some(Some(explicit)) => Some(explicit.clone()),
+                Some(None) => Some(service::random_ip()),
+                None => None,
+            };
+            if is_service {
+                service::default_service(&mut obj, ip.as_deref());
+            }
+            let mut cmps = vec![Compare::create_revision(key.as_str(), CompareOp::Equal, 0)];
+            let mut writes = vec![TxnOp::put(key.as_str(), to_stored(&obj), None)];
+            if let Some(ip) = &ip {
+                let ik = service::ip_key(&self.prefix, ip);
+                cmps.push(Compare::create_revision(ik.as_str(), CompareOp::Equal, 0));
+                writes.push(TxnOp::put(ik.as_str(), key.as_str(), None));
+            }
+            let txn = Txn::new()
+                .when(cmps)
+                .and_then(if dry_run { vec![] } else { writes });
+            let resp = self
+                .client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(|e| StoreError::etcd("txn", &key, e))?;
+            if resp.succeeded() {
+                let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                set_rv(&mut obj, rev);
+                set_type(meta, &mut obj);
+                return Ok((201, obj));
+            }
+            if self.read(meta, &key).await?.is_some() {
+                return Err(Status::new(
+                    409,
+                    "AlreadyExists",
+                    format!(
+                        "{} \"{name}\" already exists",
+                        qualified(&meta.group, &meta.resource)
+                    ),
+                )
+                .with_details(details(meta, &name)));
+            }
+            // The IP is reserved: reclaim it when its Service is gone, else try another.
+            if let Some(ip) = &ip {
+                let reclaimed = self.reclaim_ip(ip).await?;
+                if !reclaimed && matches!(wanted_ip, Some(Some(_))) {
+                    return Err(invalid(
+                        &meta.kind,
+                        &name,
+                        vec![(
+                            "spec.clusterIPs".into(),
+                            "FieldValueInvalid",
+                            format!(
+                                "Invalid value: [\"{ip}\"]: failed to allocate IP {ip}: provided IP is already allocated"
+                            ),
+                        )],
+                    ));
+                }
+            }
         }
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        set_rv(&mut obj, rev);
-        set_type(meta, &mut obj);
-        Ok((201, obj))
+        Err(StoreError::TooManyConflicts {
+            key,
+            attempts: MAX_ATTEMPTS,
+        }
+        .into())
+    }
+
+    /// Drop the reservation of `ip` if the Service holding it no longer exists.
+    async fn reclaim_ip(&self, ip: &str) -> ApiResult<bool> {
+        let ik = service::ip_key(&self.prefix, ip);
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(ik.as_str(), None)
+            .await
+            .map_err(|e| StoreError::etcd("get", &ik, e))?;
+        let Some(res) = resp.kvs().first() else {
+            return Ok(true);
+        };
+        let owner = res.value().to_vec();
+        let owner_exists = kv
+            .get(owner.clone(), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(|e| StoreError::etcd("get", &ik, e))?
+            .count()
+            > 0;
+        if owner_exists {
+            return Ok(false);
+        }
+        let txn = Txn::new()
+            .when([Compare::value(ik.as_str(), CompareOp::Equal, owner)])
+            .and_then([TxnOp::delete(ik.as_str(), None)]);
+        kv.txn(txn)
+            .await
+            .map_err(|e| StoreError::etcd("txn", &ik, e))?;
+        Ok(true)
     }
 
     /// PUT and PATCH, on the object or its `status`/`scale` subresource.
@@ -820,13 +903,21 @@ impl Store {
                 }
                 continue;
             }
+            // A Service's cluster IP reservation goes with it.
+            let mut deletes = vec![TxnOp::delete(key.as_str(), None)];
+            if meta.group.is_empty()
+                && meta.resource == "services"
+                && let Ok(Some(ip)) = service::requested_ip(&cur.obj)
+            {
+                deletes.push(TxnOp::delete(service::ip_key(&self.prefix, &ip), None));
+            }
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     key.as_str(),
                     CompareOp::Equal,
                     cur.rev,
                 )])
-                .and_then(ops(dry_run, TxnOp::delete(key.as_str(), None)));
+                .and_then(if dry_run { vec![] } else { deletes });
             let resp = self
                 .client
                 .kv_client()
@@ -1094,6 +1185,7 @@ mod tests {
         assert_eq!(namespace_of_key("apps/deployments/fx/d"), Some("fx"));
         assert_eq!(namespace_of_key("example.com/widgets/fx/w"), Some("fx"));
         assert_eq!(namespace_of_key("namespaces/fx"), None);
+        assert_eq!(namespace_of_key("ranges/serviceips/10.96.0.1"), None);
         assert_eq!(namespace_of_key("resource.k8s.io/deviceclasses/gpu"), None);
     }
 

@@ -140,6 +140,8 @@ pub(super) fn namespace_of_key(rel: &str) -> Option<&str> {
     let is_group =
         |s: &str| s.contains('.') || matches!(s, "apps" | "batch" | "autoscaling" | "policy");
     match segs.as_slice() {
+        // The lab's own bookkeeping (service IP reservations) is in no namespace.
+        ["ranges", ..] => None,
         [first, ns, _] if !is_group(first) => Some(ns),
         [first, _, ns, _] if is_group(first) => Some(ns),
         _ => None,
@@ -154,6 +156,22 @@ pub(super) fn validate_update(
     cur: &Value,
     next: &Value,
 ) -> ApiResult<()> {
+    if meta.group.is_empty() && meta.resource == "services" {
+        let ip = |o: &Value| o.pointer("/spec/clusterIP").cloned();
+        if let (Some(a), Some(b)) = (ip(cur), ip(next))
+            && a != b
+        {
+            return Err(invalid(
+                &meta.kind,
+                name,
+                vec![(
+                    "spec.clusterIPs[0]".into(),
+                    "FieldValueInvalid",
+                    format!("Invalid value: {b}: may not change once set"),
+                )],
+            ));
+        }
+    }
     let immutable_kind =
         meta.group.is_empty() && matches!(meta.resource.as_str(), "configmaps" | "secrets");
     if !immutable_kind || cur.get("immutable") != Some(&Value::Bool(true)) {
@@ -397,6 +415,20 @@ pub(super) fn carry_system_fields(meta: &ResourceMeta, cur: &Value, next: &mut V
         next["metadata"] = json!({});
     }
     let cm = cur.get("metadata").cloned().unwrap_or(json!({}));
+    // A Service update that omits its cluster IP keeps the allocated one, as kube does.
+    if meta.group.is_empty() && meta.resource == "services" {
+        let omitted = next
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if omitted && next.get("spec").is_some_and(Value::is_object) {
+            for f in ["clusterIP", "clusterIPs"] {
+                if let Some(v) = cur.pointer(&format!("/spec/{f}")) {
+                    next["spec"][f] = v.clone();
+                }
+            }
+        }
+    }
     {
         let m = next["metadata"].as_object_mut().expect("metadata object");
         m.insert("name".into(), json!(name));
