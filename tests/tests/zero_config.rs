@@ -20,16 +20,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use test_support::eventually::eventually;
 use test_support::netns::{Netns, veth};
+use test_support::pki::Pki;
 use test_support::{bins, require_root};
 
 const SERVER_IP: &str = "198.18.0.1";
@@ -38,83 +35,6 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-fn ca(cn: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca { cert, key }
-}
-
-fn leaf(
-    dir: &Path,
-    name: &str,
-    by: &Ca,
-    cn: &str,
-    org: Option<&str>,
-    sans: &[&str],
-    eku: ExtendedKeyUsagePurpose,
-) {
-    let mut p =
-        CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    if let Some(o) = org {
-        p.distinguished_name.push(DnType::OrganizationName, o);
-    }
-    p.extended_key_usages = vec![eku];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &by.cert, &by.key).unwrap();
-    std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-}
-
-/// kubeadm's PKI layout, plus a user cert (alice, group devs) from the client CA.
-fn kubeadm_pki(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let cluster = ca("kubernetes");
-    let front_proxy = ca("front-proxy-ca");
-    std::fs::write(dir.join("ca.crt"), cluster.cert.pem()).unwrap();
-    std::fs::write(dir.join("front-proxy-ca.crt"), front_proxy.cert.pem()).unwrap();
-    leaf(
-        dir,
-        "apiserver",
-        &cluster,
-        "kube-apiserver",
-        None,
-        &[
-            "kubernetes",
-            "kubernetes.default.svc",
-            SERVER_IP,
-            "127.0.0.1",
-        ],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    leaf(
-        dir,
-        "front-proxy-client",
-        &front_proxy,
-        "front-proxy-client",
-        None,
-        &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    leaf(
-        dir,
-        "alice",
-        &cluster,
-        "alice",
-        Some("devs"),
-        &[],
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
 }
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
@@ -292,8 +212,20 @@ async fn zero_config_mvp_serves_the_advertise_address_as_the_apiserver() {
         .expect("client addr");
 
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = tmp.path().join("pki");
-    kubeadm_pki(&pki);
+    // kubeadm's PKI layout, plus a user cert (alice, group devs) from the client CA.
+    let cluster = Pki::generate(&tmp.path().join("cluster")).expect("pki");
+    let node = cluster
+        .write_node(
+            "node1",
+            &[SERVER_IP.parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        )
+        .expect("node pki");
+    let pki = node.dir().to_owned();
+    cluster
+        .client_cert("alice", &["devs"])
+        .expect("alice")
+        .write(&pki, "alice")
+        .expect("write alice");
     // The real kubeadm manifest, pointed at this PKI and this node's address.
     let fixture = std::fs::read_to_string(bins::fixtures_dir().join("kubeadm/kube-apiserver.yaml"))
         .expect("kubeadm fixture");
