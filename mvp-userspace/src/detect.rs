@@ -317,6 +317,8 @@ pub struct Overrides {
     pub proxy_client_key_file: Option<PathBuf>,
     /// --peer-ca-file.
     pub peer_ca_file: Option<PathBuf>,
+    /// --http2-max-streams-per-connection.
+    pub http2_max_streams_per_connection: Option<u32>,
 }
 
 impl Overrides {
@@ -354,6 +356,9 @@ impl Overrides {
             requestheader_extra_headers_prefix: list(&fd.requestheader_extra_headers_prefix),
             proxy_client_cert_file: fd.proxy_client_cert_file.clone(),
             proxy_client_key_file: fd.proxy_client_key_file.clone(),
+            // 0 is the front door's "kube-apiserver's default".
+            http2_max_streams_per_connection: (fd.http2_max_streams_per_connection != 0)
+                .then_some(fd.http2_max_streams_per_connection),
             ..Overrides::from_detect_args(detect)
         }
     }
@@ -403,6 +408,8 @@ pub struct Detected {
     pub proxy_client_key_file: Option<Sourced<PathBuf>>,
     /// CA verifying peers' serving certs.
     pub peer_ca_file: Option<Sourced<PathBuf>>,
+    /// h2 streams per connection, when kube-apiserver sets it (mvp must not allow more).
+    pub http2_max_streams_per_connection: Option<Sourced<u32>>,
 }
 
 impl Detected {
@@ -428,6 +435,9 @@ impl Detected {
             self.requestheader_extra_headers_prefix.value.clone();
         fd.proxy_client_cert_file = path(&self.proxy_client_cert_file);
         fd.proxy_client_key_file = path(&self.proxy_client_key_file);
+        if let Some(n) = &self.http2_max_streams_per_connection {
+            fd.http2_max_streams_per_connection = n.value;
+        }
         fd
     }
 }
@@ -526,6 +536,11 @@ impl Detected {
             ),
             opt("--proxy-client-key-file", &self.proxy_client_key_file, path),
             opt("--peer-ca-file", &self.peer_ca_file, path),
+            opt(
+                "--http2-max-streams-per-connection",
+                &self.http2_max_streams_per_connection,
+                u32::to_string,
+            ),
         ]);
         rows
     }
@@ -731,6 +746,22 @@ pub fn resolve(
         proxy_client_cert_file: path("--proxy-client-cert-file", &o.proxy_client_cert_file),
         proxy_client_key_file: path("--proxy-client-key-file", &o.proxy_client_key_file),
         peer_ca_file,
+        http2_max_streams_per_connection: match (
+            o.http2_max_streams_per_connection,
+            raw("http2-max-streams-per-connection"),
+        ) {
+            (Some(n), _) => Some(Sourced::new(n, Source::Flag)),
+            (None, Some(r)) => Some(Sourced::new(
+                r.value.parse().map_err(|_| DetectError::BadValue {
+                    flag: "--http2-max-streams-per-connection",
+                    value: r.value.to_owned(),
+                    origin: r.source.clone(),
+                    why: "not a number".into(),
+                })?,
+                r.source,
+            )),
+            (None, None) => None,
+        },
     })
 }
 
@@ -815,6 +846,31 @@ mod tests {
         assert_eq!(d.steer[1].source, Source::Flag);
         assert_eq!(d.steer[2].source, Source::NodeAddresses);
         assert_eq!(d.bind_address.source, Source::Default);
+    }
+
+    #[test]
+    fn http2_stream_limit_follows_the_apiserver_unless_given() {
+        let f = found(&[
+            "--tls-cert-file=/a",
+            "--tls-private-key-file=/b",
+            "--http2-max-streams-per-connection",
+            "1000",
+        ]);
+        let d = resolve(Some(&f), &Overrides::default(), &[]).unwrap();
+        assert_eq!(
+            d.http2_max_streams_per_connection.as_ref().unwrap().value,
+            1000
+        );
+        let o = Overrides {
+            http2_max_streams_per_connection: Some(50),
+            ..Default::default()
+        };
+        let d = resolve(Some(&f), &o, &[]).unwrap();
+        let n = d.http2_max_streams_per_connection.unwrap();
+        assert_eq!((n.value, n.source), (50, Source::Flag));
+        let f = found(&["--tls-cert-file=/a", "--tls-private-key-file=/b"]);
+        let d = resolve(Some(&f), &Overrides::default(), &[]).unwrap();
+        assert_eq!(d.http2_max_streams_per_connection, None);
     }
 
     #[test]
