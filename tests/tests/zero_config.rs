@@ -2,7 +2,7 @@
 //! kubeadm-shaped control plane (the fixture manifest rewritten to a generated PKI and this
 //! namespace's address), steers the advertise address, serves it with the apiserver's own
 //! cert, authenticates an x509 caller and forwards it with front-proxy identity — while
-//! loopback still reaches the apiserver directly.
+//! loopback still reaches the apiserver directly; `mvp status` reports on it.
 //!
 //! Topology: a "server" namespace (198.18.0.1 on eth0, a fake TLS kube-apiserver on
 //! 0.0.0.0:6443, mvp) and a "client" namespace (198.18.0.2) joined by a veth pair.
@@ -283,4 +283,21 @@ async fn zero_config_mvp_serves_the_advertise_address_as_the_apiserver() {
         .await
         .unwrap();
     assert_eq!(direct, "direct alice");
+
+    // `mvp status` sees the live daemon: ready, what it steers, the one request it
+    // forwarded, and the lookup the program steered.
+    let out = server
+        .command(bins::mvp())
+        .args(["status", "--output", "json", "--admin-address", ADMIN])
+        .output()
+        .expect("mvp status");
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["ready"], true, "{status}");
+    assert_eq!(status["steering"], serde_json::json!(["198.18.0.1:6443"]));
+    assert_eq!(status["requests_by_route"]["local"], 1, "{status}");
+    assert!(
+        status["steering_counters"]["steered"].as_u64() >= Some(1),
+        "{status}"
+    );
 }
