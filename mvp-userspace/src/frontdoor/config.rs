@@ -13,6 +13,7 @@ use crate::identity::RequestHeaderNames;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FrontDoorArgs {
     /// The apiserver's serving certificate (mvp presents it); enables the L7 front door.
+    /// Without --steer, every front-door flag not given is detected from kube-apiserver.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
     /// The apiserver's serving key.
@@ -46,7 +47,7 @@ pub struct FrontDoorArgs {
     #[arg(long)]
     pub proxy_client_key_file: Option<PathBuf>,
     /// The apiserver's secure port (default upstream port; default: detected, else 6443).
-    /// Optional so zero-config detection can tell "not given" from "given as 6443".
+    // Optional so zero-config detection can tell "not given" from "given as 6443".
     #[arg(long)]
     pub secure_port: Option<u16>,
     /// Upstream apiserver URL; default https://127.0.0.1:<secure-port>. IP literal only.
