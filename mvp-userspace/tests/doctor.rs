@@ -212,7 +212,7 @@ async fn missing_front_proxy_cert_file_fails_with_where_to_mount_it() {
         c.message
     );
     // Without the identity the servers answer 401, and doctor says why.
-    assert_fails(&r, "server/local", "--requestheader-allowed-names");
+    assert_fails(&r, "server/local", "no front-proxy client cert");
     let f = failing(&r);
     assert!(
         f.iter()

@@ -203,7 +203,7 @@ async fn fetch_inner(
     })
 }
 
-fn fix_for(err: &ServerError, local: bool) -> String {
+fn fix_for(err: &ServerError, local: bool, has_identity: bool) -> String {
     use rustls::CertificateError as C;
     match err {
         ServerError::Connect { addr, .. } | ServerError::Timeout { addr, .. } if local => format!(
@@ -231,6 +231,11 @@ fn fix_for(err: &ServerError, local: bool) -> String {
             }
             _ => "check the server's TLS configuration (kube-apiserver --tls-cert-file)".into(),
         },
+        ServerError::Status { status, .. }
+            if *status == http::StatusCode::UNAUTHORIZED && !has_identity =>
+        {
+            "doctor had no front-proxy client cert to present: fix --proxy-client-cert-file/--proxy-client-key-file (file checks above)".into()
+        }
         ServerError::Status { status, .. } if *status == http::StatusCode::UNAUTHORIZED => {
             "the front-proxy identity was not accepted: its --requestheader-client-ca-file and --requestheader-allowed-names must cover this node's front-proxy cert".into()
         }
@@ -302,6 +307,7 @@ pub async fn checks(
     let mut seen = Vec::new();
     let mut served: Vec<(String, ServedSet)> = Vec::new();
 
+    let has_identity = m.proxy_cert.get().is_some() && m.proxy_key.get().is_some();
     let mut headers = Vec::new();
     if let Some(h) = d.requestheader_username_headers.value.first() {
         headers.push((h.clone(), DOCTOR_USER.to_owned()));
@@ -389,7 +395,11 @@ pub async fn checks(
                 served.push((name, f.served));
                 continue;
             }
-            Err(Ok(e)) => out.push(Check::fail(id, e.to_string(), fix_for(&e, local))),
+            Err(Ok(e)) => out.push(Check::fail(
+                id,
+                e.to_string(),
+                fix_for(&e, local, has_identity),
+            )),
             Err(Err(e)) if addr.is_none() => {
                 out.push(Check::fail(id, e, "give peers as https://IP:PORT"));
                 continue;
