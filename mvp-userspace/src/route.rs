@@ -703,11 +703,18 @@ mod tests {
     }
 
     #[test]
-    fn mixed_133_136_every_entry_goes_where_it_is_served() {
-        let (old, _) = fixture("k8s-1.33");
-        let (new, _) = fixture("k8s-1.36");
-        for (local, peer, peer_id) in [(&old, &new, "apiserver-136"), (&new, &old, "apiserver-133")]
-        {
+    fn every_release_pair_routes_each_entry_where_it_is_served() {
+        let releases = ["k8s-1.33", "k8s-1.36", "k8s-1.37-dev"];
+        let sets: Vec<ServedSet> = releases.iter().map(|r| fixture(r).0).collect();
+        let mut pairs = Vec::new();
+        for (i, local) in sets.iter().enumerate() {
+            for (j, peer) in sets.iter().enumerate() {
+                if i != j {
+                    pairs.push((local, peer, releases[j]));
+                }
+            }
+        }
+        for (local, peer, peer_id) in pairs {
             let table = RoutingTable::build(
                 local,
                 &[PeerServed {
@@ -907,5 +914,59 @@ mod tests {
                 "code"
             ]
         );
+    }
+
+    #[test]
+    fn readme_136_137_only_in_lists() {
+        let (v136, _) = fixture("k8s-1.36");
+        let (v137, _) = fixture("k8s-1.37-dev");
+        let on_136 = RoutingTable::build(
+            &v136,
+            &[PeerServed {
+                server_id: "137",
+                served: &v137,
+            }],
+            ExclusionSet::default(),
+        );
+        let on_137 = RoutingTable::build(
+            &v137,
+            &[PeerServed {
+                server_id: "136",
+                served: &v136,
+            }],
+            ExclusionSet::default(),
+        );
+        // README "Resources a proxy must route (1.36 ↔ 1.37-dev)".
+        for path in [
+            "/apis/certificates.k8s.io/v1alpha1/clustertrustbundles",
+            "/apis/networking.k8s.io/v1beta1/ipaddresses",
+            "/apis/networking.k8s.io/v1beta1/servicecidrs",
+            "/apis/scheduling.k8s.io/v1alpha2/namespaces/ns/podgroups",
+            "/apis/scheduling.k8s.io/v1alpha2/namespaces/ns/workloads",
+            "/apis/storage.k8s.io/v1beta1/volumeattributesclasses",
+        ] {
+            assert_eq!(
+                decide(&on_137, path, &up()),
+                RouteDecision::Peer {
+                    candidates: vec!["136"]
+                },
+                "{path}"
+            );
+        }
+        for path in [
+            "/apis/resource.k8s.io/v1/devicetaintrules",
+            "/apis/resource.k8s.io/v1alpha3/resourcepoolstatusrequests",
+            "/apis/scheduling.k8s.io/v1alpha3/namespaces/ns/podgroups",
+            "/apis/scheduling.k8s.io/v1alpha3/namespaces/ns/workloads",
+            "/apis/storagemigration.k8s.io/v1/storageversionmigrations",
+        ] {
+            assert_eq!(
+                decide(&on_136, path, &up()),
+                RouteDecision::Peer {
+                    candidates: vec!["137"]
+                },
+                "{path}"
+            );
+        }
     }
 }

@@ -63,6 +63,15 @@ impl NegotiationPolicy {
     };
 }
 
+/// Accept for fetching a server's own view (upstream's peer fetch, §3.1, verbatim): v2 with
+/// `profile=nopeer` so a 1.35+ server does not answer with its own merged view; older servers
+/// ignore the profile.
+pub const SERVER_VIEW_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+
+/// Same, also accepting v2beta1 for 1.26–1.29 servers that predate v2 (the answer may then
+/// be v2beta1 — same shape — or legacy JSON from servers without aggregated discovery).
+pub const SERVER_VIEW_ACCEPT_WITH_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
 /// Body of the discovery 406, byte-identical to the recorded 1.36 answer (always
 /// pretty-printed, no `details`, no trailing newline).
 pub const NOT_ACCEPTABLE_BODY: &str = "{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {},\n  \"status\": \"Failure\",\n  \"message\": \"only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf\",\n  \"reason\": \"NotAcceptable\",\n  \"code\": 406\n}";
@@ -503,5 +512,24 @@ mod tests {
                 },
             );
         }
+    }
+
+    #[test]
+    fn server_view_accepts_get_the_local_document() {
+        assert_eq!(kube(SERVER_VIEW_ACCEPT), LOCAL_V2);
+        assert_eq!(kube(SERVER_VIEW_ACCEPT_WITH_V2BETA1), LOCAL_V2);
+        // A server with v2beta1 only (no v2) answers v2beta1; one with neither, legacy.
+        let v2beta1_only = NegotiationPolicy {
+            accept_v2beta1: true,
+        };
+        let without_v2 = SERVER_VIEW_ACCEPT_WITH_V2BETA1.replace(";v=v2;", ";v=v3;");
+        assert_eq!(
+            negotiate_discovery(Some(&without_v2), v2beta1_only),
+            DiscoveryAnswer::Aggregated {
+                version: AggregatedVersion::V2Beta1,
+                peer_aggregated: false
+            }
+        );
+        assert_eq!(kube(&without_v2), DiscoveryAnswer::Legacy);
     }
 }
