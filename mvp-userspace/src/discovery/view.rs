@@ -125,8 +125,9 @@ pub struct DiscoveryView {
     policy: NegotiationPolicy,
     local_core: AggregatedPair,
     local_groups: AggregatedPair,
-    merged_core: AggregatedPair,
-    merged_groups: AggregatedPair,
+    /// Merged documents exist in v2 only: v2beta1 is never peer-aggregated.
+    merged_core: EncodedDiscovery,
+    merged_groups: EncodedDiscovery,
     legacy_api: Vec<u8>,
     legacy_apis: Vec<u8>,
     legacy_groups: HashMap<String, Vec<u8>>,
@@ -228,8 +229,8 @@ impl DiscoveryView {
             policy,
             local_core: AggregatedPair::encode(&local.core.items)?,
             local_groups: AggregatedPair::encode(&local.groups.items)?,
-            merged_core: AggregatedPair::encode(&merged_core)?,
-            merged_groups: AggregatedPair::encode(&merged_groups)?,
+            merged_core: EncodedDiscovery::encode(&merged_core_list)?,
+            merged_groups: EncodedDiscovery::encode(&merged_groups_list)?,
             legacy_api: legacy_bytes(&legacy::legacy_api_versions(
                 &merged_core_list,
                 server_addresses,
@@ -291,8 +292,13 @@ impl DiscoveryView {
                         version,
                         peer_aggregated,
                     } => {
-                        let pair = if peer_aggregated { merged } else { local };
-                        self.aggregated(pair.get(version), version, if_none_match)
+                        // negotiate_discovery only peer-aggregates v2.
+                        let encoded = if peer_aggregated && version == AggregatedVersion::V2 {
+                            merged
+                        } else {
+                            local.get(version)
+                        };
+                        self.aggregated(encoded, version, if_none_match)
                     }
                     DiscoveryAnswer::Legacy => self.legacy(legacy),
                     DiscoveryAnswer::LocalOnly => DiscoveryResponse::Local,
