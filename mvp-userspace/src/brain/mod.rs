@@ -180,7 +180,10 @@ impl std::fmt::Debug for BrainHandle {
 /// The id of the local server in [`ServerStatus`] and metrics.
 pub const LOCAL_ID: &str = "local";
 
-fn identity_headers(names: &RequestHeaderNames, front_proxy: bool) -> Vec<(HeaderName, HeaderValue)> {
+fn identity_headers(
+    names: &RequestHeaderNames,
+    front_proxy: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
     if !front_proxy {
         return Vec::new();
     }
@@ -260,6 +263,20 @@ impl BrainHandle {
         self.inner.view.subscribe()
     }
 
+    /// The TLS configs of the local upstream (the front door reloads their front-proxy pair).
+    pub fn local_tls(&self) -> &UpstreamTls {
+        &self.inner.config.local_tls
+    }
+
+    /// The peers' front-proxy pair when it is not the local one's (needs its own reloader).
+    pub fn separate_peer_proxy_client(&self) -> Option<Arc<crate::tls::ReloadingKeyPair>> {
+        let peer = self.inner.config.peer_tls.proxy_client.as_ref()?;
+        match &self.inner.config.local_tls.proxy_client {
+            Some(local) if Arc::ptr_eq(local, peer) => None,
+            _ => Some(peer.clone()),
+        }
+    }
+
     /// The local apiserver's upstream.
     pub fn local_upstream(&self) -> Arc<Upstream> {
         self.inner.local.clone()
@@ -312,7 +329,9 @@ impl BrainHandle {
             if up {
                 tracing::info!("local apiserver reachable again");
             } else {
-                tracing::warn!("local apiserver unreachable: resource requests go to peers that serve them");
+                tracing::warn!(
+                    "local apiserver unreachable: resource requests go to peers that serve them"
+                );
                 self.inner.kick.notify_one();
             }
         }
@@ -468,7 +487,9 @@ impl BrainHandle {
         let result = async {
             let mut session = client.connect().await?;
             let version = session.version().await?;
-            let api = session.get("/api", SERVER_VIEW_ACCEPT, etag_api.as_deref()).await?;
+            let api = session
+                .get("/api", SERVER_VIEW_ACCEPT, etag_api.as_deref())
+                .await?;
             let apis = session
                 .get("/apis", SERVER_VIEW_ACCEPT, etag_apis.as_deref())
                 .await?;
@@ -584,7 +605,9 @@ impl BrainHandle {
                 self.inner.view.send_replace(Arc::new(view));
                 tracing::info!(peers = peers_len(&self.inner), "discovery view rebuilt");
             }
-            Err(error) => tracing::error!(%error, "cannot build the discovery view; keeping the old one"),
+            Err(error) => {
+                tracing::error!(%error, "cannot build the discovery view; keeping the old one")
+            }
         }
     }
 
