@@ -25,6 +25,8 @@ pub struct AdminState {
     pub relay: Arc<RelayStats>,
     /// Front-door counters, when the L7 front door serves the listener.
     pub front_door: Option<Arc<crate::frontdoor::FrontDoorStats>>,
+    /// The brain (peers, discovery sync, rerouting), with the front door.
+    pub brain: Option<crate::brain::BrainHandle>,
 }
 
 /// Prometheus text for the given values.
@@ -86,6 +88,9 @@ fn respond(state: &AdminState, req: &Request<hyper::body::Incoming>) -> Response
             let mut text = render_metrics(&(state.counters)(), &state.relay, (state.ready)());
             if let Some(front_door) = &state.front_door {
                 front_door.render(&mut text);
+            }
+            if let Some(brain) = &state.brain {
+                brain.render_metrics(&mut text);
             }
             (StatusCode::OK, text)
         }

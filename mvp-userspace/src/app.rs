@@ -113,6 +113,8 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     /// The L7 front door; None = L4 relay.
     pub front_door: Option<FrontDoorConfig>,
+    /// Peers and discovery sync (with the front door).
+    pub brain: crate::brain::BrainArgs,
 }
 
 impl RunConfig {
@@ -170,6 +172,7 @@ impl RunConfig {
             netns: args.netns.clone(),
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
+            brain: args.brain.clone(),
             front_door: if args.front_door.enabled() {
                 Some(
                     args.front_door
@@ -181,6 +184,65 @@ impl RunConfig {
             },
         })
     }
+}
+
+/// The TLS to the local apiserver (the front door's `--upstream*` flags).
+fn brain_local_tls(config: &FrontDoorConfig) -> Result<crate::tls::UpstreamTls, AppError> {
+    crate::tls::UpstreamTls::new(
+        &config.upstream_ca_file,
+        &config.upstream_server_name,
+        config
+            .proxy_client
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
+        &crate::tls::provider(),
+    )
+    .map_err(|e| AppError::FrontDoor(e.into()))
+}
+
+/// The brain: local upstream as the front door's, peers verified with `--peer-ca-file`.
+fn build_brain(
+    cfg: &RunConfig,
+    config: &FrontDoorConfig,
+    dial: Arc<dyn crate::proxy::Dial>,
+) -> Result<crate::brain::BrainHandle, AppError> {
+    let local_tls = brain_local_tls(config)?;
+    let peer_ca = cfg
+        .brain
+        .peer_ca_file
+        .as_deref()
+        .unwrap_or(&config.upstream_ca_file);
+    let peer_tls = if peer_ca == config.upstream_ca_file
+        && cfg.brain.peer_server_name == config.upstream_server_name
+    {
+        local_tls.clone()
+    } else {
+        crate::tls::UpstreamTls::new(
+            cfg.brain
+                .peer_ca_file
+                .as_deref()
+                .unwrap_or(&config.upstream_ca_file),
+            &cfg.brain.peer_server_name,
+            config
+                .proxy_client
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            &crate::tls::provider(),
+        )
+        .map_err(|e| AppError::FrontDoor(e.into()))?
+    };
+    Ok(crate::brain::BrainHandle::new(crate::brain::BrainConfig {
+        local: config.upstream,
+        static_peers: cfg.brain.peers.clone(),
+        own_ips: cfg.steer.iter().map(|t| t.get().ip()).collect(),
+        interval: cfg.brain.interval(),
+        endpoint_peers: !cfg.brain.no_endpoint_peers,
+        local_tls,
+        peer_tls,
+        dial,
+        names: config.header_names.clone(),
+        policy: crate::discovery::negotiate::NegotiationPolicy::KUBE_1_36,
+    }))
 }
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
@@ -250,12 +312,25 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     // TLS material is loaded before the listener enters the SOCKMAP (readiness).
-    let front_door = match &cfg.front_door {
-        Some(config) => Some(FrontDoor::new(
-            config,
-            Arc::new(BypassConnector::new(handle.clone())),
-        )?),
-        None => None,
+    let brain_stop = CancellationToken::new();
+    let (front_door, brain) = match &cfg.front_door {
+        Some(config) => {
+            let dial: Arc<dyn crate::proxy::Dial> = Arc::new(BypassConnector::new(handle.clone()));
+            let brain = build_brain(&cfg, config, dial.clone())?;
+            // The front door reloads the local TLS's front-proxy pair (the peers' too when
+            // they share it, the kubeadm default).
+            let door =
+                FrontDoor::with_route(config, Arc::new(brain.clone()), brain.local_tls(), dial)?;
+            if let Some(pair) = brain.separate_peer_proxy_client() {
+                tokio::spawn(crate::tls::spawn_reloader(
+                    vec![pair],
+                    config.tls_reload_interval,
+                ));
+            }
+            tokio::spawn(brain.clone().run(brain_stop.clone()));
+            (Some(door), Some(brain))
+        }
+        None => (None, None),
     };
     let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
@@ -282,6 +357,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         }),
         relay: stats,
         front_door: front_door.as_ref().map(FrontDoor::stats),
+        brain: brain.clone(),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -293,6 +369,19 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     // One accept task per listener, feeding one queue.
     let (tx, mut rx) = mpsc::channel::<TcpStream>(1024);
     let mut acceptors = JoinSet::new();
+    // No startup 404 window: enter the traffic path only once the brain knows who serves what.
+    if let Some(brain) = &brain {
+        let deadline = cfg.brain.sync_deadline();
+        if tokio::time::timeout(deadline, brain.wait_synced())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "first discovery sync not done by --sync-deadline; entering the traffic path anyway (resources only peers serve may 404 until it is)"
+            );
+        }
+    }
     // `activate` needs the listeners, acceptors need ownership: register first.
     source.activate(&listeners)?;
     for listener in listeners {
@@ -386,6 +475,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     if let Some(task) = cert_reloader {
         task.abort();
     }
+    brain_stop.cancel();
     steering.detach()?;
     admin_stop.cancel();
     let _ = admin_task.await;

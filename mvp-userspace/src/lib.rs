@@ -20,6 +20,7 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod brain;
 pub mod cli;
 pub mod frontdoor;
 pub mod identity;

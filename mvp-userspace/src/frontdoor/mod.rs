@@ -58,8 +58,10 @@ pub use stats::FrontDoorStats;
 use crate::addr::ClientAddr;
 use crate::identity::{self, CallerIdentity, RequestHeaderNames};
 use crate::proxy::{
-    self, ConnectionAffinity, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream,
+    self, ConnectionAffinity, Dial, LocalOnly, NotSent, Outcome, ProxyError, Route, Routed,
+    TargetKind, Upstream,
 };
+use crate::status::Status;
 use crate::tls::{
     self, ClientCertJudge, PeerCertAuth, Reload, ReloadingKeyPair, RequestClientCert, TlsError,
     UpstreamTls,
@@ -414,31 +416,80 @@ impl Shared {
         proxy::headers::remove_hop_by_hop(headers, upgrade);
         identity::apply(&identity, conn.peer.x509.as_ref(), headers, &self.names)?;
         proxy::headers::append_forwarded_for(headers, conn.client.ip().to_canonical());
-        let upstream = self.route.route(&req, &identity);
-        self.stats.forwarded(&identity);
-        tracing::debug!(
-            client = %conn.client,
-            caller = identity.kind(),
-            upstream = ?upstream.kind(),
-            method = %req.method(),
-            path = %req.uri().path(),
-            upgrade,
-            "forwarding"
-        );
-        if upgrade {
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            return upstream.forward_upgrade(req, &identity, on_upgrade).await;
+        if !matches!(identity, CallerIdentity::FrontProxy { .. }) {
+            // Only a verified front proxy (a peer's mvp or apiserver) may say "already
+            // forwarded once"; from anyone else the marker is dropped and ignored.
+            req.headers_mut().remove(PEER_PROXIED);
         }
-        let authority = match authority {
-            Some(authority) => authority,
-            None => Authority::try_from(upstream.addr().to_string())
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+        let plan = match self.route.route(&req, &identity) {
+            Routed::Forward(plan) => plan,
+            Routed::Respond(status) => return Err(ProxyError::Answered(status)),
         };
-        upstream
-            .forward(req, &identity, authority, &conn.upstreams)
-            .await
+        self.stats.forwarded(&identity);
+        let mut last_error = None;
+        for upstream in &plan.targets {
+            if matches!(upstream.kind(), TargetKind::Peer(_)) {
+                req.headers_mut()
+                    .insert(PEER_PROXIED, http::HeaderValue::from_static("true"));
+            }
+            tracing::debug!(
+                client = %conn.client,
+                caller = identity.kind(),
+                upstream = ?upstream.kind(),
+                method = %req.method(),
+                path = %req.uri().path(),
+                upgrade,
+                "forwarding"
+            );
+            let result = if upgrade {
+                upstream.forward_upgrade(req, &identity).await
+            } else {
+                let authority = match &authority {
+                    Some(authority) => authority.clone(),
+                    None => Authority::try_from(upstream.addr().to_string())
+                        .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+                };
+                upstream
+                    .send(req, &identity, authority, &conn.upstreams)
+                    .await
+            };
+            match result {
+                Ok(response) => {
+                    self.route
+                        .outcome(&plan, upstream, Outcome::Responded(response.status()));
+                    return Ok(response);
+                }
+                Err(NotSent { error, request }) => {
+                    let outcome = match &error {
+                        ProxyError::UpstreamUnavailable { .. } => Outcome::Unreachable,
+                        _ => Outcome::Failed,
+                    };
+                    self.route.outcome(&plan, upstream, outcome);
+                    match request {
+                        Some(request) if error.retryable() => {
+                            tracing::info!(upstream = ?upstream.kind(), %error, "upstream unreachable; trying the next one");
+                            req = request;
+                            last_error = Some(error);
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            }
+        }
+        Err(match (plan.exhausted, last_error) {
+            (Some(status), _) => ProxyError::Answered(status),
+            (None, Some(error)) => error,
+            (None, None) => {
+                ProxyError::Answered(Status::service_unavailable("no upstream to forward to", 1))
+            }
+        })
     }
 }
+
+/// The loop-prevention marker (upstream's name): a request carrying it from a verified front
+/// proxy is served by the local apiserver, never forwarded again.
+pub const PEER_PROXIED: http::HeaderName =
+    http::HeaderName::from_static("x-kubernetes-peer-proxied");
 
 /// Re-exported for routers: the identity a request was authenticated as.
 pub type Caller = CallerIdentity;
