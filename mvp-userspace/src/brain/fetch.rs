@@ -172,6 +172,23 @@ impl Session {
         accept: &str,
         if_none_match: Option<&str>,
     ) -> Result<Fetched, FetchError> {
+        self.get_with(path, accept, if_none_match, false).await
+    }
+
+    /// GET `path` marked `x-kubernetes-peer-proxied: true` (as a verified front proxy): a
+    /// server's mvp then answers with its own apiserver's document, never a merged one — for
+    /// documents that have no `profile=nopeer` (the OpenAPI v3 index).
+    pub async fn get_own(&mut self, path: &str, accept: &str) -> Result<Fetched, FetchError> {
+        self.get_with(path, accept, None, true).await
+    }
+
+    async fn get_with(
+        &mut self,
+        path: &str,
+        accept: &str,
+        if_none_match: Option<&str>,
+        peer_proxied: bool,
+    ) -> Result<Fetched, FetchError> {
         let mut req = Request::get(path)
             .header(header::HOST, "kubernetes.default.svc")
             .header(header::ACCEPT, accept)
@@ -182,6 +199,12 @@ impl Session {
             })?;
         for (name, value) in &self.identity {
             req.headers_mut().append(name.clone(), value.clone());
+        }
+        if peer_proxied {
+            req.headers_mut().insert(
+                crate::frontdoor::PEER_PROXIED,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
             req.headers_mut().insert(header::IF_NONE_MATCH, tag);

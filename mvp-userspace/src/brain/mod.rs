@@ -12,6 +12,10 @@
 //!    `--peer-server-name`, as [`MVP_USER`] via mvp's front-proxy cert;
 //! 4. if any document's bytes changed (or the peer set did), rebuild the view once.
 //!
+//! Each server's OpenAPI v3 index (`/openapi/v3`) is fetched in the same round; failing to
+//! get it never fails the discovery sync (the last index is kept). The merged
+//! [`OpenApiView`] is rebuilt with the discovery view.
+//!
 //! A failing server keeps its last good document; its age and errors are tracked
 //! ([`BrainHandle::servers`]). Readers take an `Arc` of the view and never wait on the task.
 pub mod fetch;
@@ -35,6 +39,9 @@ pub use fetch::{FetchError, MVP_GROUP, MVP_USER, SERVER_VIEW_ACCEPT};
 
 use crate::discovery::model::{APIGroupDiscoveryList, AggregatedVersion};
 use crate::discovery::negotiate::NegotiationPolicy;
+use crate::discovery::openapi::{
+    INDEX_ACCEPT, INDEX_PATH, OpenApiIndex, OpenApiView, ServerOpenApi, parse_index,
+};
 use crate::discovery::served::ExclusionSet;
 use crate::discovery::view::{DiscoveryView, ServerDiscovery};
 use crate::identity::RequestHeaderNames;
@@ -132,6 +139,9 @@ struct ServerState {
     etag_apis: Option<String>,
     raw_api: Bytes,
     raw_apis: Bytes,
+    /// `/openapi/v3` as last fetched (None: never fetched).
+    openapi: Option<OpenApiIndex>,
+    raw_openapi: Bytes,
 }
 
 struct Peer {
@@ -156,6 +166,7 @@ struct Inner {
     local_client: ServerClient,
     peer_identity: Vec<(HeaderName, HeaderValue)>,
     view: watch::Sender<Arc<DiscoveryView>>,
+    openapi: parking_lot::RwLock<Arc<OpenApiView>>,
     synced: watch::Sender<bool>,
     local_up: AtomicBool,
     peers: parking_lot::Mutex<BTreeMap<String, Peer>>,
@@ -242,6 +253,7 @@ impl BrainHandle {
                 local_client,
                 peer_identity,
                 view,
+                openapi: Default::default(),
                 synced,
                 local_up: AtomicBool::new(true),
                 peers: Default::default(),
@@ -256,6 +268,11 @@ impl BrainHandle {
     /// The current view (merged discovery answers + routing table). Never blocks on the sync.
     pub fn view(&self) -> Arc<DiscoveryView> {
         self.inner.view.borrow().clone()
+    }
+
+    /// The merged OpenAPI v3 index and who publishes each document (rebuilt with the view).
+    pub fn openapi(&self) -> Arc<OpenApiView> {
+        self.inner.openapi.read().clone()
     }
 
     /// Notified on every new view.
@@ -472,7 +489,7 @@ impl BrainHandle {
         client: ServerClient,
         keep_session: bool,
     ) -> (bool, bool, Option<Session>) {
-        let (etag_api, etag_apis, raw_api, raw_apis) = {
+        let (etag_api, etag_apis, raw_api, raw_apis, raw_openapi) = {
             let servers = self.inner.servers.lock();
             match servers.get(id) {
                 Some(s) if s.discovery.is_some() => (
@@ -480,8 +497,9 @@ impl BrainHandle {
                     s.etag_apis.clone(),
                     s.raw_api.clone(),
                     s.raw_apis.clone(),
+                    s.raw_openapi.clone(),
                 ),
-                _ => (None, None, Bytes::new(), Bytes::new()),
+                _ => (None, None, Bytes::new(), Bytes::new(), Bytes::new()),
             }
         };
         let result = async {
@@ -509,13 +527,36 @@ impl BrainHandle {
                 Fetched::Body { etag, .. } => etag.clone(),
                 Fetched::NotModified => None,
             };
-            Ok::<_, FetchError>((session, version, core, groups, etag(&api), etag(&apis)))
+            // OpenAPI is best effort: a server without it (or refusing mvp) keeps discovery.
+            let openapi = match session.get_own(INDEX_PATH, INDEX_ACCEPT).await {
+                Ok(Fetched::Body { body, .. }) if body != raw_openapi => match parse_index(&body) {
+                    Ok(index) => Some((index, body)),
+                    Err(error) => {
+                        tracing::debug!(server = id, %error, "OpenAPI v3 index unreadable");
+                        None
+                    }
+                },
+                Ok(_) => None,
+                Err(error) => {
+                    tracing::debug!(server = id, %error, "OpenAPI v3 index not fetched");
+                    None
+                }
+            };
+            Ok::<_, FetchError>((
+                session,
+                version,
+                core,
+                groups,
+                etag(&api),
+                etag(&apis),
+                openapi,
+            ))
         }
         .await;
         let local = id == LOCAL_ID;
         match result {
-            Ok((session, version, core, groups, etag_api, etag_apis)) => {
-                let changed = core.is_some() || groups.is_some();
+            Ok((session, version, core, groups, etag_api, etag_apis, openapi)) => {
+                let changed = core.is_some() || groups.is_some() || openapi.is_some();
                 {
                     let mut servers = self.inner.servers.lock();
                     let state = servers.entry(id.to_owned()).or_default();
@@ -537,6 +578,10 @@ impl BrainHandle {
                         discovery.groups = doc;
                         state.raw_apis = body;
                         state.etag_apis = etag_apis;
+                    }
+                    if let Some((index, body)) = openapi {
+                        state.openapi = Some(index);
+                        state.raw_openapi = body;
                     }
                 }
                 if local {
@@ -593,6 +638,30 @@ impl BrainHandle {
             .filter(|(id, _)| *id != LOCAL_ID)
             .filter_map(|(_, s)| s.discovery.as_ref())
             .collect();
+        let openapi_of = |id: &String, s: &ServerState| ServerOpenApi {
+            server_id: id.clone(),
+            index: s.openapi.clone().unwrap_or_default(),
+        };
+        let local_openapi = servers
+            .get_key_value(LOCAL_ID)
+            .map(|(id, s)| openapi_of(id, s))
+            .unwrap_or_default();
+        let peer_openapi: Vec<ServerOpenApi> = servers
+            .iter()
+            .filter(|(id, s)| *id != LOCAL_ID && s.openapi.is_some())
+            .map(|(id, s)| openapi_of(id, s))
+            .collect();
+        // Without the local index nothing is merged: every OpenAPI request stays local.
+        let openapi = if local_openapi.index.paths.is_empty() {
+            OpenApiView::default()
+        } else {
+            let peer_refs: Vec<&ServerOpenApi> = peer_openapi.iter().collect();
+            OpenApiView::build(&local_openapi, &peer_refs).unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot build the OpenAPI view; serving the local one");
+                OpenApiView::default()
+            })
+        };
+        *self.inner.openapi.write() = Arc::new(openapi);
         match DiscoveryView::build(
             local,
             &peers,

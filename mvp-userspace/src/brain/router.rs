@@ -7,6 +7,7 @@ use http::Request;
 use hyper::body::Incoming;
 
 use super::BrainHandle;
+use crate::discovery::http::{DiscoveryPlan, plan};
 use crate::frontdoor::PEER_PROXIED;
 use crate::identity::CallerIdentity;
 use crate::proxy::{Outcome, Plan, Route, Routed, TargetKind, Upstream};
@@ -34,6 +35,9 @@ fn unavailable(info: &RequestInfo) -> Status {
 impl Route for BrainHandle {
     fn route(&self, req: &Request<Incoming>, identity: &CallerIdentity) -> Routed {
         let local = || Routed::Forward(Plan::one(self.inner.local.clone()));
+        if let Some(routed) = self.route_discovery(req) {
+            return routed;
+        }
         let Ok(info) = classify_uri(req.method(), req.uri()) else {
             return local();
         };
@@ -145,6 +149,63 @@ impl Route for BrainHandle {
 }
 
 impl BrainHandle {
+    /// Discovery and OpenAPI requests (see [`crate::discovery::http`]); `None` for others.
+    /// mvp's own answers are probed on the local apiserver first, then on healthy peers when
+    /// the local one is unreachable (any apiserver of the cluster authorizes alike).
+    fn route_discovery(&self, req: &Request<Incoming>) -> Option<Routed> {
+        let view = self.view();
+        let openapi = self.openapi();
+        let planned = plan(
+            Some(&view),
+            Some(&openapi),
+            req.method(),
+            req.uri(),
+            req.headers(),
+        );
+        let local = self.inner.local.clone();
+        let peers = self.inner.peers.lock();
+        let healthy = |ids: &mut dyn Iterator<Item = &String>| -> Vec<Arc<Upstream>> {
+            ids.filter_map(|id| peers.get(id.as_str()))
+                .filter(|p| p.up)
+                .map(|p| p.upstream.clone())
+                .collect()
+        };
+        let unavailable = || {
+            Status::service_unavailable(
+                "no reachable apiserver serves this discovery document; retry later",
+                RETRY_AFTER_SECONDS,
+            )
+        };
+        Some(match planned {
+            DiscoveryPlan::NotDiscovery => return None,
+            DiscoveryPlan::Local => Routed::Forward(Plan::one(local)),
+            DiscoveryPlan::Peers(ids) => {
+                let targets = healthy(&mut ids.iter());
+                if targets.is_empty() {
+                    Routed::Respond(unavailable())
+                } else {
+                    Routed::Forward(Plan {
+                        targets,
+                        exhausted: Some(unavailable()),
+                        resource: None,
+                    })
+                }
+            }
+            DiscoveryPlan::Answer(response) => {
+                let mut targets = vec![local];
+                targets.extend(healthy(&mut peers.keys()));
+                Routed::Answer {
+                    probe: Plan {
+                        targets,
+                        exhausted: None,
+                        resource: None,
+                    },
+                    response,
+                }
+            }
+        })
+    }
+
     fn count_proxy_error(&self, kind: &'static str) {
         *self
             .inner

@@ -214,7 +214,7 @@ mod tests {
         }
     }
 
-    fn view(local: &ServerDiscovery, peers: &[&ServerDiscovery]) -> DiscoveryView {
+    fn build_view(local: &ServerDiscovery, peers: &[&ServerDiscovery]) -> DiscoveryView {
         DiscoveryView::build(
             local,
             peers,
@@ -227,7 +227,7 @@ mod tests {
 
     /// A 1.33 node with a 1.36 peer.
     fn on_133() -> DiscoveryView {
-        view(&server("cp1", "k8s-1.33"), &[&server("cp3", "k8s-1.36")])
+        build_view(&server("cp1", "k8s-1.33"), &[&server("cp3", "k8s-1.36")])
     }
 
     fn get(view: &DiscoveryView, path: &str, headers: &[(&str, &str)]) -> DiscoveryPlan {
@@ -393,10 +393,38 @@ mod tests {
             .map(|g| g["name"].as_str().unwrap())
             .collect();
         assert!(names.contains(&"resource.k8s.io") && names.contains(&"storagemigration.k8s.io"));
-        let (_, _, body) = answer(get(&view, "/api", &[])).await;
+        // Both servers have the same core group here: /api is the local server's own.
+        assert!(matches!(get(&view, "/api", &[]), DiscoveryPlan::Local));
+        assert!(matches!(
+            get(&view, "/api", &[("accept", V2)]),
+            DiscoveryPlan::Local
+        ));
+        // A peer with a core subresource the local server lacks: /api is merged too.
+        let local = server("cp1", "k8s-1.33");
+        let mut peer = server("cp3", "k8s-1.36");
+        let pods = peer.core.items[0].versions[0]
+            .resources
+            .iter_mut()
+            .find(|r| r.resource == "pods")
+            .unwrap();
+        pods.subresources
+            .push(crate::discovery::model::APISubresourceDiscovery {
+                subresource: "checkpoint".into(),
+                verbs: vec!["create".into()],
+                ..Default::default()
+            });
+        let grown = build_view(&local, &[&peer]);
+        let (_, headers, body) = answer(get(&grown, "/api", &[])).await;
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache, private");
         let versions: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(versions["kind"], "APIVersions");
         assert_eq!(versions["versions"], serde_json::json!(["v1"]));
+        let (_, _, body) = answer(get(&grown, "/api", &[("accept", V2)])).await;
+        assert!(
+            String::from_utf8(body.to_vec())
+                .unwrap()
+                .contains("\"checkpoint\"")
+        );
     }
 
     #[test]
@@ -435,7 +463,7 @@ mod tests {
     }
 
     fn view_136() -> DiscoveryView {
-        view(&server("cp3", "k8s-1.36"), &[&server("cp1", "k8s-1.33")])
+        build_view(&server("cp3", "k8s-1.36"), &[&server("cp1", "k8s-1.33")])
     }
 
     #[tokio::test]
@@ -465,8 +493,8 @@ mod tests {
 
     #[test]
     fn without_skew_everything_goes_local() {
-        let alone = view(&server("cp1", "k8s-1.33"), &[]);
-        let twin = view(&server("cp1", "k8s-1.33"), &[&server("cp2", "k8s-1.33")]);
+        let alone = build_view(&server("cp1", "k8s-1.33"), &[]);
+        let twin = build_view(&server("cp1", "k8s-1.33"), &[&server("cp2", "k8s-1.33")]);
         for view in [alone, twin] {
             assert!(!view.has_skew());
             for path in ["/api", "/apis", "/apis/apps", "/apis/apps/v1"] {

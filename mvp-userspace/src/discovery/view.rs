@@ -145,6 +145,9 @@ pub struct DiscoveryView {
 #[derive(Debug, Clone, Default)]
 struct PathServers {
     skew: bool,
+    /// The merged `/api` (`/apis`) differs from the local one.
+    core_skew: bool,
+    groups_skew: bool,
     groups: HashMap<String, (bool, Vec<String>)>,
     group_versions: HashMap<(String, String), (bool, Vec<String>)>,
     /// Groups whose merged version list differs from the local one (their legacy
@@ -284,9 +287,12 @@ impl DiscoveryView {
         let local_groups = AggregatedPair::encode(&local.groups.items)?;
         let merged_core = EncodedDiscovery::encode(&merged_core_list)?;
         let merged_groups = EncodedDiscovery::encode(&merged_groups_list)?;
+        let core_skew = merged_core.etag != local_core.v2.etag;
+        let groups_skew = merged_groups.etag != local_groups.v2.etag;
         let mut servers = PathServers {
-            skew: merged_core.etag != local_core.v2.etag
-                || merged_groups.etag != local_groups.v2.etag,
+            skew: core_skew || groups_skew,
+            core_skew,
+            groups_skew,
             ..Default::default()
         };
         servers.add(None, &local.core.items);
@@ -343,10 +349,13 @@ impl DiscoveryView {
     }
 
     /// Who answers a per group (`/apis/<g>`) or per group/version (`/apis/<g>/<v>`,
-    /// `/api/<v>`) path. `/api` and `/apis` are always [`PathServersAnswer::Merged`].
+    /// `/api/<v>`) path; `/api` and `/apis` are [`PathServersAnswer::Merged`] when their
+    /// merged document differs from the local one.
     pub fn path_servers(&self, path: DiscoveryPath<'_>) -> PathServersAnswer<'_> {
         let entry = match path {
-            DiscoveryPath::Api | DiscoveryPath::Apis => return PathServersAnswer::Merged,
+            DiscoveryPath::Api if self.servers.core_skew => return PathServersAnswer::Merged,
+            DiscoveryPath::Apis if self.servers.groups_skew => return PathServersAnswer::Merged,
+            DiscoveryPath::Api | DiscoveryPath::Apis => return PathServersAnswer::Local,
             DiscoveryPath::Group(group) => {
                 if self.servers.grown_groups.contains(group) {
                     return PathServersAnswer::Merged;

@@ -42,7 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, header};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -384,7 +384,7 @@ impl Shared {
         let method = req.method().clone();
         let uri = req.uri().clone();
         match self.forward(conn, req).await {
-            Ok(response) => response.map(Either::Left),
+            Ok(response) => response,
             Err(error) => {
                 let status = error.to_status();
                 self.stats.answered(status.code.as_u16());
@@ -407,7 +407,7 @@ impl Shared {
         &self,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let identity = identity::authenticate(&conn.peer, req.headers(), &self.names)?;
         let authority = client_authority(&req)?;
         let upgrade =
@@ -421,9 +421,20 @@ impl Shared {
             // forwarded once"; from anyone else the marker is dropped and ignored.
             req.headers_mut().remove(PEER_PROXIED);
         }
-        let plan = match self.route.route(&req, &identity) {
-            Routed::Forward(plan) => plan,
+        let (plan, mut answer) = match self.route.route(&req, &identity) {
+            Routed::Forward(plan) => (plan, None),
             Routed::Respond(status) => return Err(ProxyError::Answered(status)),
+            Routed::Answer { probe, response } => {
+                // The probe asks for the cheapest form of the same document (legacy JSON,
+                // no If-None-Match): only its status matters.
+                let headers = req.headers_mut();
+                headers.remove(header::IF_NONE_MATCH);
+                headers.insert(
+                    header::ACCEPT,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                (probe, Some(response))
+            }
         };
         self.stats.forwarded(&identity);
         let mut last_error = None;
@@ -455,9 +466,22 @@ impl Shared {
             };
             match result {
                 Ok(response) => {
+                    let status = response.status();
                     self.route
-                        .outcome(&plan, upstream, Outcome::Responded(response.status()));
-                    return Ok(response);
+                        .outcome(&plan, upstream, Outcome::Responded(status));
+                    if let Some(answer) = answer.take()
+                        && (status.is_success() || status == http::StatusCode::NOT_MODIFIED)
+                    {
+                        // Authorized: read the probe's (small) answer to keep the upstream
+                        // connection reusable, then send ours.
+                        let _ =
+                            http_body_util::Limited::new(response.into_body(), PROBE_BODY_LIMIT)
+                                .collect()
+                                .await;
+                        self.stats.answered(answer.status().as_u16());
+                        return Ok(answer.map(Either::Right));
+                    }
+                    return Ok(response.map(Either::Left));
                 }
                 Err(NotSent { error, request }) => {
                     let outcome = match &error {
@@ -485,6 +509,9 @@ impl Shared {
         })
     }
 }
+
+/// How much of an authorization probe's answer is read before it is dropped.
+const PROBE_BODY_LIMIT: usize = 4 << 20;
 
 /// The loop-prevention marker (upstream's name): a request carrying it from a verified front
 /// proxy is served by the local apiserver, never forwarded again.

@@ -503,6 +503,14 @@ pub enum Routed {
     Forward(Plan),
     /// Answer with this `Status` without forwarding.
     Respond(Status),
+    /// mvp answers with `response` (merged discovery, the merged OpenAPI index) — but only
+    /// once a target of `probe` (the local apiserver first) accepted the same request from the
+    /// same caller with a 2xx or 304: authentication and authorization stay the apiserver's.
+    /// Any other answer (401, 403, …) reaches the client as the apiserver sent it.
+    Answer {
+        probe: Plan,
+        response: Response<http_body_util::Full<bytes::Bytes>>,
+    },
 }
 
 /// Upstreams to try for one request.
