@@ -22,4 +22,5 @@ pub mod labapi;
 pub mod netns;
 pub mod pki;
 pub mod privileged;
+pub mod surface;
 pub mod trace;
