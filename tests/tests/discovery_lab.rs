@@ -119,6 +119,8 @@ fn curl(lab: &LabCluster, node: &str, path: &str, extra: &[&str], creds: Creds<'
     std::fs::write(&ca, lab.pki().ca_pem()).unwrap();
     let headers_file = dir.join(format!("curl-{node}.headers"));
     let body_file = dir.join(format!("curl-{node}.body"));
+    // curl writes no file for an empty body (304): never read an earlier answer's.
+    let _ = std::fs::remove_file(&body_file);
     let mut cmd = lab.client_command("curl");
     cmd.args(["-sS", "--http2", "--cacert"])
         .arg(&ca)

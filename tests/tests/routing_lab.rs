@@ -266,7 +266,9 @@ fn every_resource_only_one_version_serves_works_through_every_node_with_mvp() {
 
 /// mvp's 503 carries `Retry-After` and the same delay in `details.retryAfterSeconds`.
 fn retry_after(body: &Value) -> bool {
-    body["details"]["retryAfterSeconds"].as_u64().is_some_and(|s| s > 0)
+    body["details"]["retryAfterSeconds"]
+        .as_u64()
+        .is_some_and(|s| s > 0)
 }
 
 #[test]
