@@ -233,6 +233,12 @@ fn discovery_and_explain_through_every_node_show_every_servers_apis() {
         !explain_direct.success(),
         "1.33 alone cannot explain workloads: {explain_direct}"
     );
+    let doc = "/openapi/v3/apis/scheduling.k8s.io/v1alpha2";
+    assert_eq!(
+        curl(&lab, "cp1", doc, &[], admin).status,
+        404,
+        "1.33 has no {doc}"
+    );
     let bad_token_direct = curl(&lab, "cp1", "/apis", &[], Creds::Bearer("not-a-token"));
     let anonymous_direct = curl(&lab, "cp1", "/apis", &[], Creds::Anonymous);
     assert_eq!(bad_token_direct.status, 401);
@@ -319,6 +325,33 @@ fn discovery_and_explain_through_every_node_show_every_servers_apis() {
     assert_eq!(gv.status, 200, "{}", String::from_utf8_lossy(&gv.body));
     let list: serde_json::Value = serde_json::from_slice(&gv.body).unwrap();
     assert_eq!(list["groupVersion"], "scheduling.k8s.io/v1alpha2");
+
+    // OpenAPI v3 through a 1.33 node: the merged index lists the 1.36-only document with
+    // the hash of the server that answers it, and that URL answers.
+    let index = curl(&lab, "cp1", "/openapi/v3", &[], admin);
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        header(&index, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let index: serde_json::Value = serde_json::from_slice(&index.body).unwrap();
+    let url = index["paths"]["apis/scheduling.k8s.io/v1alpha2"]["serverRelativeURL"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {doc} in the merged index: {index}"))
+        .to_owned();
+    let own_index = curl(&lab, "cp3", "/openapi/v3", &[], admin);
+    let own_index: serde_json::Value = serde_json::from_slice(&own_index.body).unwrap();
+    assert_eq!(
+        own_index["paths"]["apis/scheduling.k8s.io/v1alpha2"]["serverRelativeURL"],
+        url.as_str()
+    );
+    let pinned = curl(&lab, "cp1", &url, &[], admin);
+    assert_eq!(pinned.status, 200, "{url}");
+    let hash = url.split_once("hash=").unwrap().1;
+    assert_eq!(
+        header(&pinned, "etag"),
+        Some(format!("\"{hash}\"").as_str())
+    );
 
     // kubectl explain of a 1.36-only type through a 1.33 node.
     let explain = kubectl(&lab, "cp1", "mvp-explain", &["explain", "workloads"]);
