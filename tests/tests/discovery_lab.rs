@@ -292,6 +292,21 @@ fn discovery_and_explain_through_every_node_show_every_servers_apis() {
     let union: BTreeSet<String> = own_apis.iter().flat_map(|b| group_versions(b)).collect();
     assert_eq!(group_versions(&merged.body), union);
     let etag = header(&merged, "etag").expect("an ETag").to_owned();
+    let head = curl(
+        &lab,
+        "cp1",
+        "/apis",
+        &["-I", "-H", &format!("Accept: {V2}")],
+        admin,
+    );
+    assert_eq!(head.status, 200);
+    // (with -I curl writes the head to the output file: there must be nothing else)
+    assert!(!String::from_utf8_lossy(&head.body).contains("\"items\""));
+    assert_eq!(header(&head, "etag"), Some(etag.as_str()));
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(merged.body.len().to_string().as_str())
+    );
     let again = curl(
         &lab,
         "cp1",

@@ -170,15 +170,27 @@ pub fn discovery_response(
             Bytes::from_static(body.as_bytes())
         }
     };
-    let body = if head { Bytes::new() } else { body };
+    let body = if head {
+        // The head a GET would get, including its length (as Go's server sends for HEAD).
+        if !body.is_empty() {
+            builder = builder.header(header::CONTENT_LENGTH, body.len());
+        }
+        Bytes::new()
+    } else {
+        body
+    };
     // Every header value above is a static ASCII string or a hex ETag: building cannot fail.
     builder.body(Full::new(body)).ok()
 }
 
 /// The merged `/openapi/v3` index, with the apiserver's (odd) headers.
 fn openapi_index_response(body: Bytes, head: bool) -> Response<Full<Bytes>> {
+    let length = body.len();
     let mut response = Response::new(Full::new(if head { Bytes::new() } else { body }));
     let headers = response.headers_mut();
+    if head {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -306,6 +318,7 @@ mod tests {
         assert!(
             served.contains("resource.k8s.io/v1") && served.contains("storage.k8s.io/v1alpha1")
         );
+        let body_len = body.len();
         // client-go's default Accept list picks the same merged v2 document.
         let (_, _, again) = answer(get(&view, "/apis", &[("accept", CLIENT_GO)])).await;
         assert_eq!(again, body);
@@ -333,6 +346,10 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::ETAG], etag.as_str());
+        assert_eq!(
+            headers[header::CONTENT_LENGTH],
+            body_len.to_string().as_str()
+        );
         assert!(body.is_empty());
     }
 
