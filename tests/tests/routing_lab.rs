@@ -253,10 +253,14 @@ fn every_resource_only_one_version_serves_works_through_every_node_with_mvp() {
     let m3 = metrics(&lab, "cp3");
     for (r, lacking, _) in &resources {
         if lacking.contains(&"cp1") {
+            let (group, version) = r.gv.split_once('/').unwrap();
+            let labels = format!(
+                "group=\"{group}\",version=\"{version}\",resource=\"{}\"",
+                r.resource
+            );
             assert!(
                 !m3.lines()
-                    .any(|l| l.starts_with("mvp_rerouted_requests_total")
-                        && l.contains(&format!("resource=\"{}\"", r.resource))),
+                    .any(|l| l.starts_with("mvp_rerouted_requests_total") && l.contains(&labels)),
                 "cp3 forwarded {} again:\n{m3}",
                 r.resource
             );
@@ -292,6 +296,14 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
 
     // One of the two 1.33 servers dies (still listed as an endpoint): cp3 uses the other.
     lab.stop_apiserver("cp2").unwrap();
+    // cp2's mvp still accepts connections (its apiserver is down behind it): cp3 finds out
+    // from its answers and its discovery poll; from then on every request goes to cp1.
+    eventually("cp3 to route around cp2", || {
+        match raw(&lab, "cp3", &[list_133.clone()]).remove(0) {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    });
     let replies = raw(&lab, "cp3", &vec![list_133.clone(); 8]);
     for (status, body) in &replies {
         assert_eq!(*status, 200, "cp3 → {only_133:?} with cp2 down: {body}");
@@ -304,6 +316,19 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
     assert_eq!(*status, 503, "nobody serves {only_133:?}: {body}");
     assert_eq!(body["reason"], "ServiceUnavailable", "{body}");
     assert!(retry_after(body), "{body}");
+    // Once both are known down, cp3's mvp answers itself without trying them.
+    eventually("cp3's own 503 for nobody reachable", || {
+        let (status, body) = raw(&lab, "cp3", &[list_133.clone()]).remove(0);
+        let message = body["message"].as_str().unwrap_or_default();
+        if status == 503
+            && retry_after(&body)
+            && message.starts_with("no reachable apiserver serves")
+        {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
     let m3 = metrics(&lab, "cp3");
     assert!(
         m3.contains("mvp_peer_proxy_errors_total{type="),

@@ -86,11 +86,19 @@ impl FetchError {
         }
     }
 
-    /// Whether the server is unreachable (as opposed to answering badly).
+    /// Whether the server cannot serve requests now (as opposed to answering badly): not
+    /// reachable, or a gateway in front of it — the peer's own mvp, whose apiserver is down —
+    /// answering 502/503/504.
     pub fn unreachable(&self) -> bool {
         matches!(
             self,
-            FetchError::Connect(_) | FetchError::Timeout { .. } | FetchError::Http { .. }
+            FetchError::Connect(_)
+                | FetchError::Timeout { .. }
+                | FetchError::Http { .. }
+                | FetchError::Status {
+                    code: 502..=504,
+                    ..
+                }
         )
     }
 

@@ -138,6 +138,11 @@ impl Route for BrainHandle {
                     .rerouted
                     .entry((code.as_u16(), group, version, resource, id.clone()))
                     .or_default() += 1;
+                if code.is_server_error() {
+                    // A peer's mvp answers 503 when its apiserver is down: re-check that peer
+                    // now rather than at the next poll.
+                    self.inner.kick.notify_one();
+                }
             }
             (TargetKind::Peer(id), Outcome::Unreachable) => {
                 self.set_peer_up(id, false);
