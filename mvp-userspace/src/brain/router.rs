@@ -168,6 +168,9 @@ impl BrainHandle {
             req.headers(),
         );
         let local = self.inner.local.clone();
+        if matches!(planned, DiscoveryPlan::NotDiscovery) {
+            return None;
+        }
         let peers = self.inner.peers.lock();
         let healthy = |ids: &mut dyn Iterator<Item = &String>| -> Vec<Arc<Upstream>> {
             ids.filter_map(|id| peers.get(id.as_str()))

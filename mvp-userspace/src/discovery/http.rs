@@ -68,7 +68,12 @@ pub fn plan(
     };
     let path = uri.path();
     let is_openapi = path == INDEX_PATH || path.starts_with(DOC_PREFIX);
-    let discovery_path = DiscoveryPath::parse(path);
+    // Discovery paths have at most three segments; resource paths skip the parse.
+    let discovery_path = if path.bytes().filter(|b| *b == b'/').count() <= 3 {
+        DiscoveryPath::parse(path)
+    } else {
+        None
+    };
     if !is_openapi && discovery_path.is_none() {
         return DiscoveryPlan::NotDiscovery;
     }
