@@ -9,7 +9,8 @@
 //! | `x-kubernetes-peer-proxied: true` | local (one hop at most, like upstream) |
 //! | `/api`, `/apis`, aggregated v2 | merged document, ETag, 304 on `If-None-Match` |
 //! | `/api`, `/apis`, v2 `profile=nopeer`, v2beta1, YAML/protobuf only, 406 | local |
-//! | `/api`, `/apis`, legacy (`application/json`, `*/*`, no Accept) | merged `APIVersions` / `APIGroupList` |
+//! | `/apis`, legacy (`application/json`, `*/*`, no Accept) | merged `APIGroupList` |
+//! | `/api`, legacy | local (`APIVersions` is `v1` on every server; keeps its addresses) |
 //! | `/apis/<g>/<v>`, `/api/<v>` | local if it serves the group/version, else the peers serving it |
 //! | `/apis/<g>` | local if it serves every merged version, peers if it serves none, else merged `APIGroup` |
 //! | `/openapi/v3` | merged index when a peer publishes a path the local server lacks |
@@ -116,6 +117,9 @@ pub fn plan(
     }
     if matches!(path, DiscoveryPath::Api | DiscoveryPath::Apis) {
         match view.negotiate(accept) {
+            // Legacy `/api` (`APIVersions`) lists `v1` on every server: the local answer is
+            // the merged one and keeps the server's own `serverAddressByClientCIDRs`.
+            DiscoveryAnswer::Legacy if path == DiscoveryPath::Api => return DiscoveryPlan::Local,
             DiscoveryAnswer::Aggregated {
                 version: AggregatedVersion::V2,
                 peer_aggregated: true,
@@ -436,11 +440,8 @@ mod tests {
                 ..Default::default()
             });
         let grown = build_view(&local, &[&peer]);
-        let (_, headers, body) = answer(get(&grown, "/api", &[])).await;
-        assert_eq!(headers[header::CACHE_CONTROL], "no-cache, private");
-        let versions: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(versions["kind"], "APIVersions");
-        assert_eq!(versions["versions"], serde_json::json!(["v1"]));
+        // Legacy /api (APIVersions: v1 everywhere) stays the local server's own answer.
+        assert!(matches!(get(&grown, "/api", &[]), DiscoveryPlan::Local));
         let (_, _, body) = answer(get(&grown, "/api", &[("accept", V2)])).await;
         assert!(
             String::from_utf8(body.to_vec())
