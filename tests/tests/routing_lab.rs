@@ -299,7 +299,7 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
     // cp2's mvp still accepts connections (its apiserver is down behind it): cp3 finds out
     // from its answers and its discovery poll; from then on every request goes to cp1.
     eventually("cp3 to route around cp2", || {
-        match raw(&lab, "cp3", &[list_133.clone()]).remove(0) {
+        match raw(&lab, "cp3", std::slice::from_ref(&list_133)).remove(0) {
             (200, _) => Ok(()),
             (status, body) => Err(format!("{status} {body}")),
         }
@@ -311,14 +311,14 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
 
     // Both dead: 503 with Retry-After (a Status mvp wrote), never 404.
     lab.stop_apiserver("cp1").unwrap();
-    let replies = raw(&lab, "cp3", &[list_133.clone()]);
+    let replies = raw(&lab, "cp3", std::slice::from_ref(&list_133));
     let (status, body) = &replies[0];
     assert_eq!(*status, 503, "nobody serves {only_133:?}: {body}");
     assert_eq!(body["reason"], "ServiceUnavailable", "{body}");
     assert!(retry_after(body), "{body}");
     // Once both are known down, cp3's mvp answers itself without trying them.
     eventually("cp3's own 503 for nobody reachable", || {
-        let (status, body) = raw(&lab, "cp3", &[list_133.clone()]).remove(0);
+        let (status, body) = raw(&lab, "cp3", std::slice::from_ref(&list_133)).remove(0);
         let message = body["message"].as_str().unwrap_or_default();
         if status == 503
             && retry_after(&body)
@@ -339,7 +339,7 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
     lab.start_apiserver("cp1").unwrap();
     lab.start_apiserver("cp2").unwrap();
     eventually("cp3 to route to the 1.33 servers again", || {
-        match raw(&lab, "cp3", &[list_133.clone()]).remove(0) {
+        match raw(&lab, "cp3", std::slice::from_ref(&list_133)).remove(0) {
             (200, _) => Ok(()),
             (status, body) => Err(format!("{status} {body}")),
         }
