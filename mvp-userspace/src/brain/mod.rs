@@ -150,7 +150,18 @@ struct Metrics {
     sync_errors: BTreeMap<(String, &'static str), u64>,
 }
 
+/// Answers a request from the current view (merged discovery), or `None` to route it.
+pub type DiscoveryResponder = Arc<
+    dyn Fn(
+            &DiscoveryView,
+            &http::Request<hyper::body::Incoming>,
+        ) -> Option<http::Response<http_body_util::Full<Bytes>>>
+        + Send
+        + Sync,
+>;
+
 struct Inner {
+    responder: parking_lot::RwLock<Option<DiscoveryResponder>>,
     config: BrainConfig,
     local: Arc<Upstream>,
     local_client: ServerClient,
@@ -237,6 +248,7 @@ impl BrainHandle {
         let (synced, _) = watch::channel(false);
         BrainHandle {
             inner: Arc::new(Inner {
+                responder: Default::default(),
                 config,
                 local,
                 local_client,
@@ -256,6 +268,12 @@ impl BrainHandle {
     /// The current view (merged discovery answers + routing table). Never blocks on the sync.
     pub fn view(&self) -> Arc<DiscoveryView> {
         self.inner.view.borrow().clone()
+    }
+
+    /// Serve non-resource requests (`/api`, `/apis`, …) with `responder` before routing:
+    /// the seam for the merged-discovery server, called with the current view.
+    pub fn set_discovery_responder(&self, responder: DiscoveryResponder) {
+        *self.inner.responder.write() = Some(responder);
     }
 
     /// Notified on every new view.

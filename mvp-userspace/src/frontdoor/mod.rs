@@ -384,7 +384,7 @@ impl Shared {
         let method = req.method().clone();
         let uri = req.uri().clone();
         match self.forward(conn, req).await {
-            Ok(response) => response.map(Either::Left),
+            Ok(response) => response,
             Err(error) => {
                 let status = error.to_status();
                 self.stats.answered(status.code.as_u16());
@@ -407,7 +407,7 @@ impl Shared {
         &self,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let identity = identity::authenticate(&conn.peer, req.headers(), &self.names)?;
         let authority = client_authority(&req)?;
         let upgrade =
@@ -424,6 +424,10 @@ impl Shared {
         let plan = match self.route.route(&req, &identity) {
             Routed::Forward(plan) => plan,
             Routed::Respond(status) => return Err(ProxyError::Answered(status)),
+            Routed::Reply(response) => {
+                self.stats.answered(response.status().as_u16());
+                return Ok(response.map(Either::Right));
+            }
         };
         self.stats.forwarded(&identity);
         let mut last_error = None;
@@ -461,7 +465,7 @@ impl Shared {
                 Ok(response) => {
                     self.route
                         .outcome(&plan, upstream, Outcome::Responded(response.status()));
-                    return Ok(response);
+                    return Ok(response.map(Either::Left));
                 }
                 Err(NotSent { error, request }) => {
                     let outcome = match &error {

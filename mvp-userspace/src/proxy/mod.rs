@@ -503,6 +503,8 @@ pub enum Routed {
     Forward(Plan),
     /// Answer with this `Status` without forwarding.
     Respond(Status),
+    /// Answer with this response without forwarding (e.g. merged discovery).
+    Reply(Response<http_body_util::Full<bytes::Bytes>>),
 }
 
 /// Upstreams to try for one request.
