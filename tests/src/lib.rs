@@ -19,6 +19,7 @@ pub mod eventually;
 pub mod https;
 pub mod lab;
 pub mod labapi;
+pub mod mvp_args;
 pub mod netns;
 pub mod pki;
 pub mod privileged;

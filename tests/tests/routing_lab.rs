@@ -15,47 +15,11 @@ use test_support::surface::{ONLY_IN_133, ONLY_IN_136, Resource, resource};
 
 const ADMIN: &str = "127.0.0.1:9464";
 
-/// `mvp run` as a kubeadm node would run it: the apiserver's own TLS and requestheader flags.
-fn mvp_args(lab: &LabCluster, node: &str) -> Vec<String> {
-    let n = lab.node(node).unwrap();
-    let p = n.pki();
-    let path = |p: std::path::PathBuf| p.display().to_string();
-    vec![
-        "run".into(),
-        "--steer".into(),
-        n.addr().to_string(),
-        "--admin-address".into(),
-        ADMIN.into(),
-        "--tls-cert-file".into(),
-        path(p.apiserver_crt()),
-        "--tls-private-key-file".into(),
-        path(p.apiserver_key()),
-        "--client-ca-file".into(),
-        path(p.ca_crt()),
-        "--requestheader-client-ca-file".into(),
-        path(p.front_proxy_ca_crt()),
-        "--requestheader-allowed-names".into(),
-        "front-proxy-client".into(),
-        "--requestheader-username-headers".into(),
-        "X-Remote-User".into(),
-        "--requestheader-group-headers".into(),
-        "X-Remote-Group".into(),
-        "--requestheader-extra-headers-prefix".into(),
-        "X-Remote-Extra-".into(),
-        "--proxy-client-cert-file".into(),
-        path(p.front_proxy_client_crt()),
-        "--proxy-client-key-file".into(),
-        path(p.front_proxy_client_key()),
-        "--discovery-interval".into(),
-        "1".into(),
-    ]
-}
-
 fn start_mvps(lab: &LabCluster) -> Vec<LabProcess> {
     let admin: SocketAddr = ADMIN.parse().unwrap();
     let mut mvps = Vec::new();
     for node in lab.nodes() {
-        let args = mvp_args(lab, node.name());
+        let args = test_support::mvp_args::kubeadm(lab, node.name(), ADMIN, "1").unwrap();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         mvps.push(lab.start_mvp(node.name(), "mvp", &args).unwrap());
     }

@@ -160,7 +160,18 @@ struct Metrics {
     sync_errors: BTreeMap<(String, &'static str), u64>,
 }
 
+/// Answers a request from the current view (merged discovery), or `None` to route it.
+pub type DiscoveryResponder = Arc<
+    dyn Fn(
+            &DiscoveryView,
+            &http::Request<hyper::body::Incoming>,
+        ) -> Option<http::Response<http_body_util::Full<Bytes>>>
+        + Send
+        + Sync,
+>;
+
 struct Inner {
+    responder: parking_lot::RwLock<Option<DiscoveryResponder>>,
     config: BrainConfig,
     local: Arc<Upstream>,
     local_client: ServerClient,
@@ -248,6 +259,7 @@ impl BrainHandle {
         let (synced, _) = watch::channel(false);
         BrainHandle {
             inner: Arc::new(Inner {
+                responder: Default::default(),
                 config,
                 local,
                 local_client,
@@ -273,6 +285,12 @@ impl BrainHandle {
     /// The merged OpenAPI v3 index and who publishes each document (rebuilt with the view).
     pub fn openapi(&self) -> Arc<OpenApiView> {
         self.inner.openapi.read().clone()
+    }
+
+    /// Serve non-resource requests (`/api`, `/apis`, …) with `responder` before routing:
+    /// the seam for the merged-discovery server, called with the current view.
+    pub fn set_discovery_responder(&self, responder: DiscoveryResponder) {
+        *self.inner.responder.write() = Some(responder);
     }
 
     /// Notified on every new view.

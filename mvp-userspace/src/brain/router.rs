@@ -42,6 +42,10 @@ impl Route for BrainHandle {
             return local();
         };
         if info.resource().is_none() {
+            let responder = self.inner.responder.read().clone();
+            if let Some(reply) = responder.and_then(|r| r(&self.view(), req)) {
+                return Routed::Reply(reply);
+            }
             return local();
         }
         // The front door already dropped the marker from anyone but a verified front proxy.

@@ -435,13 +435,21 @@ impl Shared {
                 );
                 (probe, Some(response))
             }
+            Routed::Reply(response) => {
+                self.stats.answered(response.status().as_u16());
+                return Ok(response.map(Either::Right));
+            }
         };
         self.stats.forwarded(&identity);
         let mut last_error = None;
+        let caller_marked = req.headers().contains_key(PEER_PROXIED);
         for upstream in &plan.targets {
             if matches!(upstream.kind(), TargetKind::Peer(_)) {
                 req.headers_mut()
                     .insert(PEER_PROXIED, http::HeaderValue::from_static("true"));
+            } else if !caller_marked {
+                // After a peer attempt: the local apiserver gets the request as sent.
+                req.headers_mut().remove(PEER_PROXIED);
             }
             tracing::debug!(
                 client = %conn.client,

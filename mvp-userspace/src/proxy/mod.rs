@@ -511,6 +511,9 @@ pub enum Routed {
         probe: Plan,
         response: Response<http_body_util::Full<bytes::Bytes>>,
     },
+    /// Answer with this response without forwarding. Nobody authorized the caller for it:
+    /// merged discovery uses [`Routed::Answer`] instead (the apiserver authorizes first).
+    Reply(Response<http_body_util::Full<bytes::Bytes>>),
 }
 
 /// Upstreams to try for one request.
