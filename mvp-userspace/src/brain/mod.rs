@@ -329,6 +329,23 @@ impl BrainHandle {
         out
     }
 
+    /// Each server's served set (for `mvp status`'s skew), local first.
+    pub fn served_sets(&self) -> Vec<(String, crate::discovery::served::ServedSet)> {
+        let servers = self.inner.servers.lock();
+        let mut out: Vec<_> = servers
+            .iter()
+            .filter_map(|(id, s)| {
+                let d = s.discovery.as_ref()?;
+                Some((
+                    id.clone(),
+                    crate::discovery::served::ServedSet::from_documents([&d.core, &d.groups]),
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| id != LOCAL_ID);
+        out
+    }
+
     /// Resolves once the local server's discovery was fetched and every peer known then was
     /// tried once (reachable ones fetched).
     pub async fn wait_synced(&self) {
