@@ -118,6 +118,8 @@ pub struct RunConfig {
     pub front_door: Option<FrontDoorConfig>,
     /// Peers and discovery sync (with the front door).
     pub brain: crate::brain::BrainArgs,
+    /// CA of the peers' serving certs (`--peer-ca-file`, detected, or the upstream CA).
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -138,10 +140,14 @@ impl RunConfig {
     pub fn from_args_with(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<RunConfig, AppError> {
         // Zero-config: without --steer, kube-apiserver's own settings fill in every flag
         // that was not given (explicit flags win).
-        let (steer, front_door_args) = if args.steer.is_empty() {
+        let (steer, front_door_args, peer_ca_file) = if args.steer.is_empty() {
             detect_settings(args, node_addrs)?
         } else {
-            (args.steer.clone(), args.front_door.clone())
+            (
+                args.steer.clone(),
+                args.front_door.clone(),
+                args.detect.peer_ca_file.clone(),
+            )
         };
         if steer.len() > mvp_common::STEER_DST_MAX as usize {
             return Err(AppError::Config(format!(
@@ -195,6 +201,7 @@ impl RunConfig {
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
             brain: args.brain.clone(),
+            peer_ca_file,
             front_door: if front_door_args.enabled() {
                 Some(
                     front_door_args
@@ -230,7 +237,6 @@ fn build_brain(
 ) -> Result<crate::brain::BrainHandle, AppError> {
     let local_tls = brain_local_tls(config)?;
     let peer_ca = cfg
-        .brain
         .peer_ca_file
         .as_deref()
         .unwrap_or(&config.upstream_ca_file);
@@ -240,10 +246,7 @@ fn build_brain(
         local_tls.clone()
     } else {
         crate::tls::UpstreamTls::new(
-            cfg.brain
-                .peer_ca_file
-                .as_deref()
-                .unwrap_or(&config.upstream_ca_file),
+            peer_ca,
             &cfg.brain.peer_server_name,
             config
                 .proxy_client
@@ -271,7 +274,14 @@ fn build_brain(
 fn detect_settings(
     args: &RunArgs,
     node_addrs: &[IpAddr],
-) -> Result<(Vec<SteerTarget>, crate::frontdoor::FrontDoorArgs), AppError> {
+) -> Result<
+    (
+        Vec<SteerTarget>,
+        crate::frontdoor::FrontDoorArgs,
+        Option<PathBuf>,
+    ),
+    AppError,
+> {
     let d = crate::detect::detect(
         &args.detect.apiserver_manifest,
         &args.detect.proc_root,
@@ -294,7 +304,8 @@ fn detect_settings(
     for row in d.rows() {
         tracing::debug!(setting = row.setting, value = %row.value, from = %row.source, "detected");
     }
-    Ok((steer, d.front_door_args(&args.front_door)))
+    let peer_ca = d.peer_ca_file.as_ref().map(|s| s.value.clone());
+    Ok((steer, d.front_door_args(&args.front_door), peer_ca))
 }
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).

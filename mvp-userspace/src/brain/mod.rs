@@ -21,7 +21,6 @@ mod router;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,9 +47,7 @@ pub struct BrainArgs {
     /// A peer apiserver (repeatable), in addition to the `kubernetes` EndpointSlices.
     #[arg(long = "peer", value_name = "ADDR:PORT")]
     pub peers: Vec<SocketAddr>,
-    /// CA that signed the peers' serving certs; default the upstream CA (kubeadm: ca.crt).
-    #[arg(long)]
-    pub peer_ca_file: Option<PathBuf>,
+    // --peer-ca-file is a detection flag (crate::detect::DetectArgs), shared with doctor.
     /// Name the peers' serving certs are verified for (upstream hard-wires it).
     #[arg(long, default_value = "kubernetes.default.svc")]
     pub peer_server_name: String,
