@@ -69,6 +69,9 @@ pub enum AppError {
     /// The configuration is inconsistent.
     #[error("config: {0}")]
     Config(String),
+    /// Zero-config detection.
+    #[error(transparent)]
+    Detect(#[from] crate::detect::DetectError),
     /// Steering (eBPF, namespace).
     #[error(transparent)]
     Steer(#[from] SteerError),
@@ -115,12 +118,37 @@ pub struct RunConfig {
     pub front_door: Option<FrontDoorConfig>,
     /// Peers and discovery sync (with the front door).
     pub brain: crate::brain::BrainArgs,
+    /// CA of the peers' serving certs (`--peer-ca-file`, detected, or the upstream CA).
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 impl RunConfig {
-    /// Validate CLI arguments.
+    /// Validate CLI arguments; without --steer, detect the steer set from kube-apiserver.
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, AppError> {
-        let steer = args.steer.clone();
+        if !args.steer.is_empty() {
+            return Self::from_args_with(args, &[]);
+        }
+        // The addresses of the namespace mvp will steer in, not the one it starts in.
+        let nodes = steer::node_addresses_in(args.netns.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the node's addresses; steering the advertise address and --steer-vip only");
+            Vec::new()
+        });
+        Self::from_args_with(args, &nodes)
+    }
+
+    /// [`RunConfig::from_args`] with the node's addresses given (tests).
+    pub fn from_args_with(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<RunConfig, AppError> {
+        // Zero-config: without --steer, kube-apiserver's own settings fill in every flag
+        // that was not given (explicit flags win).
+        let (steer, front_door_args, peer_ca_file) = if args.steer.is_empty() {
+            detect_settings(args, node_addrs)?
+        } else {
+            (
+                args.steer.clone(),
+                args.front_door.clone(),
+                args.detect.peer_ca_file.clone(),
+            )
+        };
         if steer.len() > mvp_common::STEER_DST_MAX as usize {
             return Err(AppError::Config(format!(
                 "{} --steer targets; at most {} are supported",
@@ -173,9 +201,10 @@ impl RunConfig {
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
             brain: args.brain.clone(),
-            front_door: if args.front_door.enabled() {
+            peer_ca_file,
+            front_door: if front_door_args.enabled() {
                 Some(
-                    args.front_door
+                    front_door_args
                         .to_config()
                         .map_err(|e| AppError::FrontDoor(e.into()))?,
                 )
@@ -208,7 +237,6 @@ fn build_brain(
 ) -> Result<crate::brain::BrainHandle, AppError> {
     let local_tls = brain_local_tls(config)?;
     let peer_ca = cfg
-        .brain
         .peer_ca_file
         .as_deref()
         .unwrap_or(&config.upstream_ca_file);
@@ -218,10 +246,7 @@ fn build_brain(
         local_tls.clone()
     } else {
         crate::tls::UpstreamTls::new(
-            cfg.brain
-                .peer_ca_file
-                .as_deref()
-                .unwrap_or(&config.upstream_ca_file),
+            peer_ca,
             &cfg.brain.peer_server_name,
             config
                 .proxy_client
@@ -245,10 +270,58 @@ fn build_brain(
     }))
 }
 
+/// The steer set and front-door flags from kube-apiserver's manifest or command line.
+fn detect_settings(
+    args: &RunArgs,
+    node_addrs: &[IpAddr],
+) -> Result<
+    (
+        Vec<SteerTarget>,
+        crate::frontdoor::FrontDoorArgs,
+        Option<PathBuf>,
+    ),
+    AppError,
+> {
+    let d = crate::detect::detect(
+        &args.detect.apiserver_manifest,
+        &args.detect.proc_root,
+        &crate::detect::Overrides::from_flags(&args.detect, &args.front_door, &[]),
+        node_addrs,
+    )?;
+    let steer: Vec<SteerTarget> = d
+        .steer
+        .iter()
+        .filter_map(|s| SteerTarget::new(s.value).ok())
+        .collect();
+    if steer.is_empty() {
+        return Err(AppError::Config(
+            "kube-apiserver's settings give no non-loopback address to steer: pass --steer or --steer-vip".into(),
+        ));
+    }
+    if let Some(origin) = &d.origin {
+        tracing::info!(from = %origin, steer = ?steer.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "detected kube-apiserver settings");
+    }
+    for row in d.rows() {
+        tracing::debug!(setting = row.setting, value = %row.value, from = %row.source, "detected");
+    }
+    let peer_ca = d.peer_ca_file.as_ref().map(|s| s.value.clone());
+    Ok((steer, d.front_door_args(&args.front_door), peer_ca))
+}
+
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
 pub fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+/// Logging for one-shot commands (`doctor`, `status`): their report is the output, so
+/// only warnings and errors are logged unless `RUST_LOG` says otherwise.
+pub fn init_cli_logging() {
+    init_logging_at(LogFormat::Text, "warn");
+}
+
+fn init_logging_at(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only on a terminal: log files and tests must see plain `key=value`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -356,6 +429,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
             move || h.is_ready()
         }),
         relay: stats,
+        steering: targets.iter().map(SocketAddr::to_string).collect(),
         front_door: front_door.as_ref().map(FrontDoor::stats),
         brain: brain.clone(),
     });
@@ -493,8 +567,120 @@ mod tests {
     fn config(args: &[&str]) -> Result<RunConfig, AppError> {
         let cli = Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
             .expect("parses");
-        let Command::Run(r) = cli.command;
+        let Command::Run(r) = cli.command else {
+            panic!("not run");
+        };
         RunConfig::from_args(&r)
+    }
+
+    fn parse_run(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(std::iter::once("mvp").chain(args.iter().copied()))
+            .expect("parses");
+        let Command::Run(r) = cli.command else {
+            panic!("not run");
+        };
+        r
+    }
+
+    #[test]
+    fn without_steer_flags_the_steer_set_comes_from_the_kubeadm_manifest() {
+        let manifest = crate::test_fixtures::fixtures_dir().join("kubeadm/kube-apiserver.yaml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            manifest.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+            "--steer-vip",
+            "192.168.56.100",
+        ]);
+        let nodes: Vec<IpAddr> = ["127.0.0.1", "192.168.56.11", "fd00::11"]
+            .iter()
+            .map(|s| s.parse().expect("ip"))
+            .collect();
+        let c = RunConfig::from_args_with(&r, &nodes).expect("detected");
+        let steer: Vec<String> = c.steer.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            steer,
+            [
+                "192.168.56.11:6443",
+                "192.168.56.100:6443",
+                "[fd00::11]:6443"
+            ]
+        );
+        assert_eq!(c.listen.len(), 2, "a listener per steered family");
+        // Zero-config is the L7 front door with kube-apiserver's own files and names.
+        let fd = c.front_door.expect("front door from the manifest");
+        assert_eq!(
+            fd.tls_cert_file,
+            PathBuf::from("/etc/kubernetes/pki/apiserver.crt")
+        );
+        assert_eq!(fd.upstream, "127.0.0.1:6443".parse().expect("addr"));
+        assert_eq!(fd.requestheader_allowed_names, ["front-proxy-client"]);
+        assert_eq!(
+            fd.proxy_client.expect("front-proxy pair").0,
+            PathBuf::from("/etc/kubernetes/pki/front-proxy-client.crt")
+        );
+    }
+
+    #[test]
+    fn explicit_front_door_flags_win_over_detection() {
+        let manifest = crate::test_fixtures::fixtures_dir().join("kubeadm/kube-apiserver.yaml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            manifest.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+            "--secure-port",
+            "16443",
+            "--tls-cert-file",
+            "/x/serving.crt",
+        ]);
+        let c = RunConfig::from_args_with(&r, &[]).expect("detected");
+        let steer: Vec<String> = c.steer.iter().map(|s| s.to_string()).collect();
+        assert_eq!(steer, ["192.168.56.11:16443"]);
+        let fd = c.front_door.expect("front door");
+        assert_eq!(fd.tls_cert_file, PathBuf::from("/x/serving.crt"));
+        assert_eq!(
+            fd.tls_private_key_file,
+            PathBuf::from("/etc/kubernetes/pki/apiserver.key")
+        );
+        assert_eq!(fd.upstream, "127.0.0.1:16443".parse().expect("addr"));
+    }
+
+    #[test]
+    fn explicit_steer_means_no_detection() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let r = parse_run(&[
+            "run",
+            "--steer",
+            "198.18.0.1:6443",
+            "--apiserver-manifest",
+            tmp.path().join("missing.yaml").to_str().expect("utf-8"),
+        ]);
+        let c = RunConfig::from_args_with(&r, &[]).expect("explicit");
+        assert!(c.front_door.is_none(), "L4 relay without TLS flags");
+    }
+
+    #[test]
+    fn without_steer_flags_or_apiserver_the_error_says_what_to_pass() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = tmp.path().join("kube-apiserver.yaml");
+        let r = parse_run(&[
+            "run",
+            "--apiserver-manifest",
+            missing.to_str().expect("utf-8"),
+            "--proc-root",
+            tmp.path().to_str().expect("utf-8"),
+        ]);
+        let e = one_line(&RunConfig::from_args_with(&r, &[]).expect_err("nothing found"));
+        assert!(
+            e.contains("--steer") && e.contains(missing.to_str().expect("utf-8")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -22,6 +22,55 @@ pub enum Command {
     /// Steer connections for the given addresses into mvp; with --tls-cert-file, serve them
     /// with the L7 front door (TLS, authentication, forwarding), else relay them at L4.
     Run(RunArgs),
+    /// Preflight: check kernel, privileges, kube-apiserver's settings and PKI, and the
+    /// peers, each PASS/WARN/FAIL with a fix. Exits non-zero on any FAIL.
+    Doctor(DoctorArgs),
+    /// Show a running mvp's servers, versions, reachability, routes and skew.
+    Status(StatusArgs),
+}
+
+/// Report format of `doctor` and `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable table.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `mvp doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Detection of kube-apiserver's settings.
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
+    /// Another control-plane apiserver to check (https://IP[:PORT]). Repeatable.
+    #[arg(long = "peer", value_name = "URL")]
+    pub peer: Vec<String>,
+    /// kube-apiserver-named overrides of detected values (and --upstream: the local
+    /// apiserver, default https://127.0.0.1:<secure port>), as for `mvp run`.
+    #[command(flatten)]
+    pub front_door: crate::frontdoor::FrontDoorArgs,
+    /// Per-server time budget in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `mvp status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The running mvp's admin endpoint.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub admin_address: SocketAddr,
+    /// Time budget in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// Log output format.
@@ -37,9 +86,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Destination (address, port) to steer into mvp, e.g. 198.18.0.1:6443. Repeatable.
-    /// Loopback is refused: it is never steered.
-    #[arg(long = "steer", value_name = "ADDR:PORT", required = true, num_args = 1..)]
+    /// Loopback is refused: it is never steered. Default: detected from kube-apiserver
+    /// (advertise address, node addresses when it binds a wildcard, --steer-vip).
+    #[arg(long = "steer", value_name = "ADDR:PORT", num_args = 1..)]
     pub steer: Vec<SteerTarget>,
+    /// Zero-config detection of kube-apiserver's settings.
+    #[command(flatten)]
+    pub detect: crate::detect::DetectArgs,
     /// Where mvp's listener binds (one per address family). Default: 127.0.0.1:0 and/or
     /// [::1]:0 for the families being steered.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
@@ -82,6 +135,7 @@ mod tests {
     fn run(args: &[&str]) -> RunArgs {
         match parse(args).expect("parses").command {
             Command::Run(r) => r,
+            other => panic!("not run: {other:?}"),
         }
     }
 
@@ -170,7 +224,6 @@ mod tests {
     #[test]
     fn bad_values_are_errors_naming_the_problem() {
         for (args, want) in [
-            (vec!["run"], "--steer"),
             (vec!["run", "--steer", "localhost:6443"], "not ADDR:PORT"),
             (vec!["run", "--steer", "127.0.0.1:6443"], "loopback"),
             (

@@ -14,6 +14,8 @@
 //! - [`relay`]: the L4 relay (`mvp run` without TLS flags: steering only, no TLS termination).
 //! - [`admin`]: /healthz, /readyz, /metrics.
 //! - [`cli`], [`app`]: the command line and the wiring of the daemon (`mvp run`).
+//! - [`doctor`]: `mvp doctor`, the preflight (PASS/WARN/FAIL with fixes).
+//! - [`detect`]: zero-config detection of kube-apiserver's settings (manifest, /proc).
 //! - [`discovery`], [`request_info`], [`route`]: the brain — pure, I/O-free decisions.
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,8 @@ pub mod admin;
 pub mod app;
 pub mod brain;
 pub mod cli;
+pub mod detect;
+pub mod doctor;
 pub mod frontdoor;
 pub mod identity;
 pub mod proxy;

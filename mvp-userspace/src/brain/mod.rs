@@ -25,7 +25,6 @@ mod router;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -55,9 +54,7 @@ pub struct BrainArgs {
     /// A peer apiserver (repeatable), in addition to the `kubernetes` EndpointSlices.
     #[arg(long = "peer", value_name = "ADDR:PORT")]
     pub peers: Vec<SocketAddr>,
-    /// CA that signed the peers' serving certs; default the upstream CA (kubeadm: ca.crt).
-    #[arg(long)]
-    pub peer_ca_file: Option<PathBuf>,
+    // --peer-ca-file is a detection flag (crate::detect::DetectArgs), shared with doctor.
     /// Name the peers' serving certs are verified for (upstream hard-wires it).
     #[arg(long, default_value = "kubernetes.default.svc")]
     pub peer_server_name: String,
@@ -343,6 +340,23 @@ impl BrainHandle {
             })
             .collect();
         out.sort_by_key(|s| (!s.local, s.id.clone()));
+        out
+    }
+
+    /// Each server's served set (for `mvp status`'s skew), local first.
+    pub fn served_sets(&self) -> Vec<(String, crate::discovery::served::ServedSet)> {
+        let servers = self.inner.servers.lock();
+        let mut out: Vec<_> = servers
+            .iter()
+            .filter_map(|(id, s)| {
+                let d = s.discovery.as_ref()?;
+                Some((
+                    id.clone(),
+                    crate::discovery::served::ServedSet::from_documents([&d.core, &d.groups]),
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| id != LOCAL_ID);
         out
     }
 

@@ -13,6 +13,7 @@ use crate::identity::RequestHeaderNames;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FrontDoorArgs {
     /// The apiserver's serving certificate (mvp presents it); enables the L7 front door.
+    /// Without --steer, every front-door flag not given is detected from kube-apiserver.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,
     /// The apiserver's serving key.
@@ -45,9 +46,10 @@ pub struct FrontDoorArgs {
     /// Its key.
     #[arg(long)]
     pub proxy_client_key_file: Option<PathBuf>,
-    /// The apiserver's secure port (default upstream port).
-    #[arg(long, default_value_t = 6443)]
-    pub secure_port: u16,
+    /// The apiserver's secure port (default upstream port; default: detected, else 6443).
+    // Optional so zero-config detection can tell "not given" from "given as 6443".
+    #[arg(long)]
+    pub secure_port: Option<u16>,
     /// Upstream apiserver URL; default https://127.0.0.1:<secure-port>. IP literal only.
     #[arg(long)]
     pub upstream: Option<String>,
@@ -161,6 +163,12 @@ pub fn parse_upstream(value: &str, default_port: u16) -> Result<SocketAddr, Conf
 }
 
 impl FrontDoorArgs {
+    /// The secure port, kube-apiserver's default when not given.
+    pub fn port(&self) -> u16 {
+        self.secure_port
+            .unwrap_or(crate::detect::DEFAULT_SECURE_PORT)
+    }
+
     /// Whether the L7 front door is configured at all.
     pub fn enabled(&self) -> bool {
         self.tls_cert_file.is_some()
@@ -194,8 +202,8 @@ impl FrontDoorArgs {
             ));
         }
         let upstream = match &self.upstream {
-            Some(value) => parse_upstream(value, self.secure_port)?,
-            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.secure_port),
+            Some(value) => parse_upstream(value, self.port())?,
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port()),
         };
         let upstream_ca_file = self
             .upstream_ca_file

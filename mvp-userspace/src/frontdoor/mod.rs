@@ -376,7 +376,8 @@ fn head_bytes(req: &Request<Incoming>) -> usize {
 impl Shared {
     async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
         if head_bytes(&req) > MAX_HEADER_BYTES {
-            tracing::info!(client = %conn.client, "request headers over 1 MiB: 431");
+            // Per request: debug only (counted in mvp_frontdoor_answered_requests_total).
+            tracing::debug!(client = %conn.client, "request headers over 1 MiB: 431");
             self.stats.answered(431);
             let close = req.version() <= http::Version::HTTP_11;
             return crate::status::header_fields_too_large(close).map(Either::Right);
@@ -388,7 +389,9 @@ impl Shared {
             Err(error) => {
                 let status = error.to_status();
                 self.stats.answered(status.code.as_u16());
-                tracing::info!(
+                // Per request, so debug: an apiserver restart must not flood the log; the
+                // answered-requests counters and `mvp status` show the rate.
+                tracing::debug!(
                     client = %conn.client,
                     %method,
                     path = uri.path(),

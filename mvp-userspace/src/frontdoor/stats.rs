@@ -20,7 +20,8 @@ pub struct FrontDoorStats {
 }
 
 const CALLERS: [&str; 4] = ["x509", "front-proxy", "bearer", "anonymous"];
-const CODES: [u16; 5] = [400, 401, 431, 502, 503];
+/// Status codes mvp answers itself, in `FrontDoorStats::answered` order.
+pub const CODES: [u16; 5] = [400, 401, 431, 502, 503];
 
 impl FrontDoorStats {
     /// Count a forwarded request.

@@ -423,6 +423,137 @@ impl Steering {
     }
 }
 
+/// What the kernel and mvp's privileges allow for steering, for `mvp doctor`. Gathered
+/// here because it asks the kernel (bpf(), unshare(), /proc/self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelProbe {
+    /// `uname -r`, from /proc/sys/kernel/osrelease.
+    pub kernel_release: Option<String>,
+    /// Effective uid is 0.
+    pub root: bool,
+    /// Effective capability mask (CapEff in /proc/self/status).
+    pub effective_caps: Option<u64>,
+    /// /proc/self/ns/net exists (network namespaces are available).
+    pub netns: bool,
+    /// The kernel accepted a minimal sk_lookup program (aya's feature probe).
+    pub sk_lookup: Result<(), String>,
+    /// mvp's own program loaded and attached in a throwaway namespace.
+    pub attach: AttachProbe,
+}
+
+/// Outcome of loading and attaching mvp's own program in a throwaway namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachProbe {
+    /// Loaded, attached, detached.
+    Ok,
+    /// Not tried: built without the eBPF object, or not asked for.
+    NotTried,
+    /// No throwaway namespace (unshare needs CAP_SYS_ADMIN, which mvp itself does not).
+    NoNamespace(String),
+    /// Loading or attaching failed.
+    Failed(String),
+}
+
+/// Capability bit numbers (linux/capability.h).
+pub mod caps {
+    /// CAP_NET_ADMIN.
+    pub const NET_ADMIN: u32 = 12;
+    /// CAP_SYS_ADMIN.
+    pub const SYS_ADMIN: u32 = 21;
+    /// CAP_BPF (Linux >= 5.8).
+    pub const BPF: u32 = 39;
+}
+
+/// Probe the kernel for sk_lookup steering. With `attach`, also load mvp's program and
+/// attach it in a new network namespace owned by a short-lived thread, so nothing on
+/// the node is touched (the namespace and the link vanish with the thread).
+pub fn probe(attach: bool) -> KernelProbe {
+    let kernel_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let effective_caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
+    let sk_lookup = match aya::sys::is_program_supported(aya::programs::ProgramType::SkLookup) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the kernel refused a minimal sk_lookup program".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    let attach = if attach && cfg!(not(mvp_no_ebpf)) {
+        probe_attach()
+    } else {
+        AttachProbe::NotTried
+    };
+    KernelProbe {
+        kernel_release,
+        root: nix::unistd::geteuid().is_root(),
+        effective_caps,
+        netns: Path::new("/proc/self/ns/net").exists(),
+        sk_lookup,
+        attach,
+    }
+}
+
+fn probe_attach() -> AttachProbe {
+    std::thread::spawn(|| {
+        // unshare(CLONE_NEWNET) moves only this thread; the namespace dies with it.
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            return AttachProbe::NoNamespace(format!("unshare(CLONE_NEWNET): {e}"));
+        }
+        match Steering::load(&[], &own_netns()).and_then(Steering::detach) {
+            Ok(()) => AttachProbe::Ok,
+            Err(e) => AttachProbe::Failed(crate::app::one_line(&e)),
+        }
+    })
+    .join()
+    .unwrap_or_else(|_| AttachProbe::Failed("the probe thread panicked".to_owned()))
+}
+
+/// The node's interface addresses (every family, loopback included; callers filter).
+/// Lives here because it asks the kernel (netlink via getifaddrs).
+pub fn node_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    node_addresses_in(None)
+}
+
+/// [`node_addresses`] of the network namespace at `netns` (None: the caller's), asked from
+/// a short-lived thread that joins it, so the caller's namespace never changes.
+pub fn node_addresses_in(netns: Option<&Path>) -> io::Result<Vec<std::net::IpAddr>> {
+    let Some(path) = netns else {
+        return list_addresses();
+    };
+    let file = File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            list_addresses()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("address listing thread panicked")))
+    })
+}
+
+fn list_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut out: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))?
+        .filter_map(|ifa| {
+            let a = ifa.address?;
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The namespace file of the calling thread (the default attach target).
 pub fn own_netns() -> PathBuf {
     PathBuf::from("/proc/thread-self/ns/net")
@@ -458,6 +589,29 @@ mod tests {
                 "not_matched"
             ]
         );
+    }
+
+    #[test]
+    fn probe_reports_this_kernel() {
+        let p = probe(false);
+        assert_eq!(p.attach, AttachProbe::NotTried);
+        let release = p.kernel_release.expect("/proc/sys/kernel/osrelease");
+        assert!(
+            release.starts_with(|c: char| c.is_ascii_digit()),
+            "{release}"
+        );
+        assert!(p.netns);
+        assert!(p.effective_caps.is_some());
+        // This project's kernels (>= 5.10) run sk_lookup for root.
+        if p.root {
+            assert_eq!(p.sk_lookup, Ok(()));
+        }
+    }
+
+    #[test]
+    fn node_addresses_include_loopback() {
+        let a = node_addresses().expect("getifaddrs");
+        assert!(a.iter().any(|ip| ip.is_loopback()), "{a:?}");
     }
 
     #[test]
