@@ -502,7 +502,7 @@ impl Shared {
                     self.route.outcome(&plan, upstream, outcome);
                     match request {
                         Some(request) if error.retryable() => {
-                            tracing::info!(upstream = ?upstream.kind(), %error, "upstream unreachable; trying the next one");
+                            tracing::debug!(upstream = ?upstream.kind(), %error, "upstream unreachable; trying the next one");
                             req = request;
                             last_error = Some(error);
                         }
