@@ -33,6 +33,8 @@ pub struct AdminState {
     pub relay: Arc<RelayStats>,
     /// Front-door counters, when the L7 front door serves the listener.
     pub front_door: Option<Arc<crate::frontdoor::FrontDoorStats>>,
+    /// The brain (peers, discovery sync, rerouting), with the front door.
+    pub brain: Option<crate::brain::BrainHandle>,
     /// The steered (address, port)s, for /status.
     pub steering: Vec<String>,
 }
@@ -57,7 +59,34 @@ pub fn status_report(state: &AdminState) -> StatusReport {
             .as_deref()
             .map(requests_by_route)
             .unwrap_or_default(),
-        ..Default::default()
+        servers: state
+            .brain
+            .as_ref()
+            .map(|b| {
+                b.servers()
+                    .into_iter()
+                    .map(|s| report::ServerStatus {
+                        name: s.id,
+                        address: s.address.to_string(),
+                        local: s.local,
+                        version: s.version,
+                        reachable: s.reachable,
+                        discovery_age_seconds: s.discovery_age_seconds,
+                        last_error: s.last_error,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        skew: state
+            .brain
+            .as_ref()
+            .map(|b| {
+                let sets = b.served_sets();
+                let refs: Vec<(String, &crate::discovery::served::ServedSet)> =
+                    sets.iter().map(|(n, s)| (n.clone(), s)).collect();
+                report::skew_of(&refs)
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -140,6 +169,9 @@ fn respond(state: &AdminState, req: &Request<hyper::body::Incoming>) -> Response
             let mut text = render_metrics(&(state.counters)(), &state.relay, (state.ready)());
             if let Some(front_door) = &state.front_door {
                 front_door.render(&mut text);
+            }
+            if let Some(brain) = &state.brain {
+                brain.render_metrics(&mut text);
             }
             (StatusCode::OK, text)
         }
@@ -319,6 +351,7 @@ mod tests {
         let relay = Arc::new(RelayStats::default());
         relay.completed.store(9, Ordering::Relaxed);
         let state = Arc::new(AdminState {
+            brain: None,
             counters: Box::new(|| Ok(Counters::from_values([4, 0, 1, 0, 2]))),
             ready: Box::new({
                 let r = ready.clone();

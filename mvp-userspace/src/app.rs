@@ -116,6 +116,10 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     /// The L7 front door; None = L4 relay.
     pub front_door: Option<FrontDoorConfig>,
+    /// Peers and discovery sync (with the front door).
+    pub brain: crate::brain::BrainArgs,
+    /// CA of the peers' serving certs (`--peer-ca-file`, detected, or the upstream CA).
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -136,13 +140,21 @@ impl RunConfig {
     pub fn from_args_with(args: &RunArgs, node_addrs: &[IpAddr]) -> Result<RunConfig, AppError> {
         // Zero-config: without --steer, kube-apiserver's own settings fill in every flag
         // that was not given (explicit flags win).
-        let (steer, front_door_args) = if args.no_steer {
+        let (steer, front_door_args, peer_ca_file) = if args.no_steer {
             // A plain listener: nothing to steer, nothing detected.
-            (Vec::new(), args.front_door.clone())
+            (
+                Vec::new(),
+                args.front_door.clone(),
+                args.detect.peer_ca_file.clone(),
+            )
         } else if args.steer.is_empty() {
             detect_settings(args, node_addrs)?
         } else {
-            (args.steer.clone(), args.front_door.clone())
+            (
+                args.steer.clone(),
+                args.front_door.clone(),
+                args.detect.peer_ca_file.clone(),
+            )
         };
         if steer.len() > mvp_common::STEER_DST_MAX as usize {
             return Err(AppError::Config(format!(
@@ -202,6 +214,8 @@ impl RunConfig {
             netns: args.netns.clone(),
             admin: args.admin_address,
             drain_timeout: args.drain_timeout(),
+            brain: args.brain.clone(),
+            peer_ca_file,
             front_door: if front_door_args.enabled() {
                 Some(
                     front_door_args
@@ -215,11 +229,73 @@ impl RunConfig {
     }
 }
 
+/// The TLS to the local apiserver (the front door's `--upstream*` flags).
+fn brain_local_tls(config: &FrontDoorConfig) -> Result<crate::tls::UpstreamTls, AppError> {
+    crate::tls::UpstreamTls::new(
+        &config.upstream_ca_file,
+        &config.upstream_server_name,
+        config
+            .proxy_client
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path())),
+        &crate::tls::provider(),
+    )
+    .map_err(|e| AppError::FrontDoor(e.into()))
+}
+
+/// The brain: local upstream as the front door's, peers verified with `--peer-ca-file`.
+fn build_brain(
+    cfg: &RunConfig,
+    config: &FrontDoorConfig,
+    dial: Arc<dyn crate::proxy::Dial>,
+) -> Result<crate::brain::BrainHandle, AppError> {
+    let local_tls = brain_local_tls(config)?;
+    let peer_ca = cfg
+        .peer_ca_file
+        .as_deref()
+        .unwrap_or(&config.upstream_ca_file);
+    let peer_tls = if peer_ca == config.upstream_ca_file
+        && cfg.brain.peer_server_name == config.upstream_server_name
+    {
+        local_tls.clone()
+    } else {
+        crate::tls::UpstreamTls::new(
+            peer_ca,
+            &cfg.brain.peer_server_name,
+            config
+                .proxy_client
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+            &crate::tls::provider(),
+        )
+        .map_err(|e| AppError::FrontDoor(e.into()))?
+    };
+    Ok(crate::brain::BrainHandle::new(crate::brain::BrainConfig {
+        local: config.upstream,
+        static_peers: cfg.brain.peers.clone(),
+        own_ips: cfg.steer.iter().map(|t| t.get().ip()).collect(),
+        interval: cfg.brain.interval(),
+        endpoint_peers: !cfg.brain.no_endpoint_peers,
+        local_tls,
+        peer_tls,
+        dial,
+        names: config.header_names.clone(),
+        policy: crate::discovery::negotiate::NegotiationPolicy::KUBE_1_36,
+    }))
+}
+
 /// The steer set and front-door flags from kube-apiserver's manifest or command line.
 fn detect_settings(
     args: &RunArgs,
     node_addrs: &[IpAddr],
-) -> Result<(Vec<SteerTarget>, crate::frontdoor::FrontDoorArgs), AppError> {
+) -> Result<
+    (
+        Vec<SteerTarget>,
+        crate::frontdoor::FrontDoorArgs,
+        Option<PathBuf>,
+    ),
+    AppError,
+> {
     let d = crate::detect::detect(
         &args.detect.apiserver_manifest,
         &args.detect.proc_root,
@@ -242,7 +318,8 @@ fn detect_settings(
     for row in d.rows() {
         tracing::debug!(setting = row.setting, value = %row.value, from = %row.source, "detected");
     }
-    Ok((steer, d.front_door_args(&args.front_door)))
+    let peer_ca = d.peer_ca_file.as_ref().map(|s| s.value.clone());
+    Ok((steer, d.front_door_args(&args.front_door), peer_ca))
 }
 
 /// Install the tracing subscriber on stderr. `RUST_LOG` filters (default `info`).
@@ -330,15 +407,28 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         .filter_map(|l| l.local_addr().ok())
         .collect();
     // TLS material is loaded before the listener enters the SOCKMAP (readiness).
-    let front_door = match &cfg.front_door {
-        Some(config) => Some(FrontDoor::new(
-            config,
-            match &handle {
+    let brain_stop = CancellationToken::new();
+    let (front_door, brain) = match &cfg.front_door {
+        Some(config) => {
+            let dial: Arc<dyn crate::proxy::Dial> = match &handle {
                 Some(h) => Arc::new(BypassConnector::new(h.clone())),
                 None => Arc::new(DirectConnector::default()),
-            },
-        )?),
-        None => None,
+            };
+            let brain = build_brain(&cfg, config, dial.clone())?;
+            // The front door reloads the local TLS's front-proxy pair (the peers' too when
+            // they share it, the kubeadm default).
+            let door =
+                FrontDoor::with_route(config, Arc::new(brain.clone()), brain.local_tls(), dial)?;
+            if let Some(pair) = brain.separate_peer_proxy_client() {
+                tokio::spawn(crate::tls::spawn_reloader(
+                    vec![pair],
+                    config.tls_reload_interval,
+                ));
+            }
+            tokio::spawn(brain.clone().run(brain_stop.clone()));
+            (Some(door), Some(brain))
+        }
+        None => (None, None),
     };
     let cert_reloader = front_door.as_ref().map(FrontDoor::spawn_cert_reloader);
     let stats = Arc::new(RelayStats::default());
@@ -372,6 +462,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         relay: stats,
         steering: targets.iter().map(SocketAddr::to_string).collect(),
         front_door: front_door.as_ref().map(FrontDoor::stats),
+        brain: brain.clone(),
     });
     let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
@@ -383,6 +474,19 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     // One accept task per listener, feeding one queue.
     let (tx, mut rx) = mpsc::channel::<TcpStream>(1024);
     let mut acceptors = JoinSet::new();
+    // No startup 404 window: enter the traffic path only once the brain knows who serves what.
+    if let Some(brain) = &brain {
+        let deadline = cfg.brain.sync_deadline();
+        if tokio::time::timeout(deadline, brain.wait_synced())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "first discovery sync not done by --sync-deadline; entering the traffic path anyway (resources only peers serve may 404 until it is)"
+            );
+        }
+    }
     // `activate` needs the listeners, acceptors need ownership: register first.
     source.activate(&listeners)?;
     for listener in listeners {
@@ -478,6 +582,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     if let Some(task) = cert_reloader {
         task.abort();
     }
+    brain_stop.cancel();
     if let Some(steering) = steering {
         steering.detach()?;
     }

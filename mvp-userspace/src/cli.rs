@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// The L7 front door (kube-apiserver's flag names).
     #[command(flatten)]
     pub front_door: crate::frontdoor::FrontDoorArgs,
+    /// Peers, discovery sync and readiness (front door only).
+    #[command(flatten)]
+    pub brain: crate::brain::BrainArgs,
 }
 
 impl RunArgs {

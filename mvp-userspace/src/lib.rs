@@ -22,6 +22,7 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod brain;
 pub mod cli;
 pub mod detect;
 pub mod doctor;

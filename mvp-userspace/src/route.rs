@@ -60,6 +60,17 @@ pub struct PeerServed<'a> {
     pub served: &'a ServedSet,
 }
 
+/// One (group, version, resource[, subresource]) that not every server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkewEntry<'t> {
+    pub group: &'t str,
+    pub version: &'t str,
+    pub resource: &'t str,
+    pub subresource: Option<&'t str>,
+    pub served_locally: bool,
+    pub served_by_peers: Vec<&'t str>,
+}
+
 /// Why a request stays local.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReason {
@@ -136,6 +147,53 @@ impl RoutingTable {
 
     pub fn peer_ids(&self) -> &[String] {
         &self.peer_ids
+    }
+
+    /// Everything not served by every server (the local one and all peers): the skew an
+    /// operator wants to see. Sorted by group, version, resource, subresource.
+    pub fn skew(&self) -> Vec<SkewEntry<'_>> {
+        let everyone = self.peer_ids.len() + 1;
+        let mut out = Vec::new();
+        for (group, versions) in &self.index {
+            for (version, resources) in versions {
+                for (resource, route) in resources {
+                    let parts = std::iter::once((None, &route.resource)).chain(
+                        route
+                            .subresources
+                            .iter()
+                            .map(|(sub, servers)| (Some(sub.as_str()), servers)),
+                    );
+                    for (subresource, servers) in parts {
+                        let count = servers.peers.len() + usize::from(servers.local);
+                        if count < everyone {
+                            let mut served_by: Vec<&str> = servers
+                                .peers
+                                .iter()
+                                .map(|&i| self.peer_ids[i].as_str())
+                                .collect();
+                            served_by.sort_unstable();
+                            out.push(SkewEntry {
+                                group,
+                                version,
+                                resource,
+                                subresource,
+                                served_locally: servers.local,
+                                served_by_peers: served_by,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.group, a.version, a.resource, a.subresource).cmp(&(
+                b.group,
+                b.version,
+                b.resource,
+                b.subresource,
+            ))
+        });
+        out
     }
 
     fn servers(
@@ -703,11 +761,18 @@ mod tests {
     }
 
     #[test]
-    fn mixed_133_136_every_entry_goes_where_it_is_served() {
-        let (old, _) = fixture("k8s-1.33");
-        let (new, _) = fixture("k8s-1.36");
-        for (local, peer, peer_id) in [(&old, &new, "apiserver-136"), (&new, &old, "apiserver-133")]
-        {
+    fn every_release_pair_routes_each_entry_where_it_is_served() {
+        let releases = ["k8s-1.33", "k8s-1.36", "k8s-1.37-dev"];
+        let sets: Vec<ServedSet> = releases.iter().map(|r| fixture(r).0).collect();
+        let mut pairs = Vec::new();
+        for (i, local) in sets.iter().enumerate() {
+            for (j, peer) in sets.iter().enumerate() {
+                if i != j {
+                    pairs.push((local, peer, releases[j]));
+                }
+            }
+        }
+        for (local, peer, peer_id) in pairs {
             let table = RoutingTable::build(
                 local,
                 &[PeerServed {
@@ -907,5 +972,120 @@ mod tests {
                 "code"
             ]
         );
+    }
+
+    #[test]
+    fn readme_136_137_only_in_lists() {
+        let (v136, _) = fixture("k8s-1.36");
+        let (v137, _) = fixture("k8s-1.37-dev");
+        let on_136 = RoutingTable::build(
+            &v136,
+            &[PeerServed {
+                server_id: "137",
+                served: &v137,
+            }],
+            ExclusionSet::default(),
+        );
+        let on_137 = RoutingTable::build(
+            &v137,
+            &[PeerServed {
+                server_id: "136",
+                served: &v136,
+            }],
+            ExclusionSet::default(),
+        );
+        // README "Resources a proxy must route (1.36 ↔ 1.37-dev)".
+        for path in [
+            "/apis/certificates.k8s.io/v1alpha1/clustertrustbundles",
+            "/apis/networking.k8s.io/v1beta1/ipaddresses",
+            "/apis/networking.k8s.io/v1beta1/servicecidrs",
+            "/apis/scheduling.k8s.io/v1alpha2/namespaces/ns/podgroups",
+            "/apis/scheduling.k8s.io/v1alpha2/namespaces/ns/workloads",
+            "/apis/storage.k8s.io/v1beta1/volumeattributesclasses",
+        ] {
+            assert_eq!(
+                decide(&on_137, path, &up()),
+                RouteDecision::Peer {
+                    candidates: vec!["136"]
+                },
+                "{path}"
+            );
+        }
+        for path in [
+            "/apis/resource.k8s.io/v1/devicetaintrules",
+            "/apis/resource.k8s.io/v1alpha3/resourcepoolstatusrequests",
+            "/apis/scheduling.k8s.io/v1alpha3/namespaces/ns/podgroups",
+            "/apis/scheduling.k8s.io/v1alpha3/namespaces/ns/workloads",
+            "/apis/storagemigration.k8s.io/v1/storageversionmigrations",
+        ] {
+            assert_eq!(
+                decide(&on_136, path, &up()),
+                RouteDecision::Peer {
+                    candidates: vec!["137"]
+                },
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn skew_lists_exactly_what_not_everyone_serves() {
+        let (old, _) = fixture("k8s-1.33");
+        let (new, _) = fixture("k8s-1.36");
+        let table = RoutingTable::build(
+            &old,
+            &[PeerServed {
+                server_id: "new",
+                served: &new,
+            }],
+            ExclusionSet::default(),
+        );
+        let old_entries = entries_of(&old);
+        let new_entries = entries_of(&new);
+        let expected: BTreeSet<_> = old_entries
+            .symmetric_difference(&new_entries)
+            .cloned()
+            .collect();
+        let skew = table.skew();
+        let actual: BTreeSet<_> = skew
+            .iter()
+            .map(|e| {
+                (
+                    e.group.to_owned(),
+                    e.version.to_owned(),
+                    e.resource.to_owned(),
+                    e.subresource.map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(actual, expected);
+        assert_eq!(actual.len(), skew.len(), "no duplicates");
+        for entry in &skew {
+            let key = (
+                entry.group.to_owned(),
+                entry.version.to_owned(),
+                entry.resource.to_owned(),
+                entry.subresource.map(str::to_owned),
+            );
+            assert_eq!(entry.served_locally, old_entries.contains(&key));
+            assert_eq!(
+                entry.served_by_peers.is_empty(),
+                !new_entries.contains(&key)
+            );
+        }
+        // The README's subresource-only case is in it.
+        assert!(skew.iter().any(|e| e.resource == "devicetaintrules"
+            && e.version == "v1alpha3"
+            && e.subresource == Some("status")
+            && e.served_by_peers == ["new"]));
+        let same = RoutingTable::build(
+            &old,
+            &[PeerServed {
+                server_id: "twin",
+                served: &old,
+            }],
+            ExclusionSet::default(),
+        );
+        assert!(same.skew().is_empty());
     }
 }

@@ -104,10 +104,13 @@ impl Status {
         body.insert("reason".into(), self.reason.as_str().into());
         if self.reason != Reason::Unauthorized {
             // The apiserver leaves `details` out on 401 and writes `{}` on generic failures.
-            body.insert(
-                "details".into(),
-                serde_json::Value::Object(Default::default()),
-            );
+            // With Retry-After, kube also puts the delay in `details.retryAfterSeconds`
+            // (client-go reads either).
+            let mut details = serde_json::Map::new();
+            if let Some(secs) = self.retry_after_secs {
+                details.insert("retryAfterSeconds".into(), secs.into());
+            }
+            body.insert("details".into(), serde_json::Value::Object(details));
         }
         body.insert("code".into(), self.code.as_u16().into());
         let mut out = serde_json::to_vec(&serde_json::Value::Object(body))
@@ -262,6 +265,9 @@ mod tests {
             serde_json::from_slice(&Status::service_unavailable("x", 1).to_json()).unwrap();
         assert_eq!(json["reason"], "ServiceUnavailable");
         assert_eq!(json["code"], 503);
+        assert_eq!(json["details"], serde_json::json!({"retryAfterSeconds": 1}));
+        let json: serde_json::Value =
+            serde_json::from_slice(&Status::bad_gateway("x").to_json()).unwrap();
         assert_eq!(json["details"], serde_json::json!({}));
     }
 }

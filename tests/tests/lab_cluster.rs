@@ -15,6 +15,7 @@ use test_support::https::{HttpsClient, HttpsError};
 use test_support::lab::{CmdOutput, LabCluster, LabSpec, NodeSpec};
 use test_support::pki::{CertKey, Credentials, Pki};
 use test_support::require_root;
+use test_support::surface::{ONLY_IN_133, ONLY_IN_136};
 
 static LAB: OnceLock<LabCluster> = OnceLock::new();
 
@@ -343,80 +344,6 @@ fn api_resources_and_api_versions_follow_each_nodes_version() {
         "group/versions only on 1.36"
     );
 }
-
-/// The README's "Resources a mixed-version proxy must route (1.33 ↔ 1.36)" lists
-/// (`shared/fixtures/discovery/README.md`), as (group/version, resource[/subresource]).
-const ONLY_IN_133: &[(&str, &str)] = &[
-    (
-        "admissionregistration.k8s.io/v1beta1",
-        "validatingadmissionpolicies",
-    ),
-    (
-        "admissionregistration.k8s.io/v1beta1",
-        "validatingadmissionpolicies/status",
-    ),
-    (
-        "admissionregistration.k8s.io/v1beta1",
-        "validatingadmissionpolicybindings",
-    ),
-    ("resource.k8s.io/v1alpha3", "deviceclasses"),
-    ("resource.k8s.io/v1alpha3", "resourceclaims"),
-    ("resource.k8s.io/v1alpha3", "resourceclaims/status"),
-    ("resource.k8s.io/v1alpha3", "resourceclaimtemplates"),
-    ("resource.k8s.io/v1alpha3", "resourceslices"),
-    ("storage.k8s.io/v1alpha1", "volumeattributesclasses"),
-    (
-        "storagemigration.k8s.io/v1alpha1",
-        "storageversionmigrations",
-    ),
-    (
-        "storagemigration.k8s.io/v1alpha1",
-        "storageversionmigrations/status",
-    ),
-];
-const ONLY_IN_136: &[(&str, &str)] = &[
-    (
-        "admissionregistration.k8s.io/v1",
-        "mutatingadmissionpolicies",
-    ),
-    (
-        "admissionregistration.k8s.io/v1",
-        "mutatingadmissionpolicybindings",
-    ),
-    (
-        "admissionregistration.k8s.io/v1beta1",
-        "mutatingadmissionpolicies",
-    ),
-    (
-        "admissionregistration.k8s.io/v1beta1",
-        "mutatingadmissionpolicybindings",
-    ),
-    ("certificates.k8s.io/v1beta1", "podcertificaterequests"),
-    (
-        "certificates.k8s.io/v1beta1",
-        "podcertificaterequests/status",
-    ),
-    ("resource.k8s.io/v1", "deviceclasses"),
-    ("resource.k8s.io/v1", "resourceclaims"),
-    ("resource.k8s.io/v1", "resourceclaims/status"),
-    ("resource.k8s.io/v1", "resourceclaimtemplates"),
-    ("resource.k8s.io/v1", "resourceslices"),
-    ("resource.k8s.io/v1alpha3", "devicetaintrules/status"),
-    ("resource.k8s.io/v1beta2", "devicetaintrules"),
-    ("resource.k8s.io/v1beta2", "devicetaintrules/status"),
-    ("scheduling.k8s.io/v1alpha2", "podgroups"),
-    ("scheduling.k8s.io/v1alpha2", "podgroups/status"),
-    ("scheduling.k8s.io/v1alpha2", "workloads"),
-    ("storage.k8s.io/v1", "volumeattributesclasses"),
-    (
-        "storagemigration.k8s.io/v1beta1",
-        "storageversionmigrations",
-    ),
-    (
-        "storagemigration.k8s.io/v1beta1",
-        "storageversionmigrations/status",
-    ),
-];
 
 /// One resource or subresource of a surface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

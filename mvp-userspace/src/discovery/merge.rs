@@ -32,7 +32,8 @@ pub fn consensus_order<T: Ord + Hash + Clone>(lists: &[&[T]]) -> Vec<T> {
     for list in lists {
         for pair in list.windows(2) {
             let (before, after) = (&pair[0], &pair[1]);
-            if before != after && successors.entry(before).or_default().insert(after) {
+            // A repeated item gets an edge to itself and so a cycle, as upstream.
+            if successors.entry(before).or_default().insert(after) {
                 *predecessor_count.entry(after).or_default() += 1;
             }
         }
@@ -106,8 +107,12 @@ fn merge_version(existing: &mut APIVersionDiscovery, incoming: &APIVersionDiscov
         .iter()
         .map(|r| r.resource.clone())
         .collect();
-    let mut changed = false;
-    let mut added = false;
+    let incoming_names: Vec<String> = incoming
+        .resources
+        .iter()
+        .map(|r| r.resource.clone())
+        .collect();
+    let mut content_changed = false;
     for resource in &incoming.resources {
         match existing
             .resources
@@ -116,27 +121,20 @@ fn merge_version(existing: &mut APIVersionDiscovery, incoming: &APIVersionDiscov
         {
             Some(known) if known == resource => {}
             Some(known) => {
-                let before = known.clone();
                 merge_resource(known, resource);
-                changed |= *known != before;
+                content_changed = true;
             }
-            None => {
-                existing.resources.push(resource.clone());
-                added = true;
-            }
+            None => existing.resources.push(resource.clone()),
         }
     }
-    if added {
-        let incoming_names: Vec<String> = incoming
-            .resources
-            .iter()
-            .map(|r| r.resource.clone())
-            .collect();
-        let order = consensus_order(&[&existing_names[..], &incoming_names[..]]);
-        reorder_by(&mut existing.resources, &order, |r| &r.resource);
+    // Upstream counts a different name list as a change even when it adds nothing.
+    if existing_names == incoming_names {
+        return content_changed;
     }
+    let order = consensus_order(&[&existing_names[..], &incoming_names[..]]);
+    reorder_by(&mut existing.resources, &order, |r| &r.resource);
     // `freshness` stays the first-seen value.
-    changed || added
+    true
 }
 
 fn merge_group(existing: &mut APIGroupDiscovery, incoming: &APIGroupDiscovery) -> bool {
@@ -145,33 +143,28 @@ fn merge_group(existing: &mut APIGroupDiscovery, incoming: &APIGroupDiscovery) -
         .iter()
         .map(|v| v.version.clone())
         .collect();
-    let mut changed = false;
-    let mut added = false;
+    let incoming_names: Vec<String> = incoming
+        .versions
+        .iter()
+        .map(|v| v.version.clone())
+        .collect();
+    let mut content_changed = false;
     for version in &incoming.versions {
         match existing
             .versions
             .iter_mut()
             .find(|v| v.version == version.version)
         {
-            Some(known) => changed |= merge_version(known, version),
-            None => {
-                existing.versions.push(version.clone());
-                added = true;
-            }
+            Some(known) => content_changed |= merge_version(known, version),
+            None => existing.versions.push(version.clone()),
         }
     }
-    if added {
-        // Without new versions the consensus of [existing, incoming] is `existing` itself
-        // (it holds every name once), so only additions can reorder.
-        let incoming_names: Vec<String> = incoming
-            .versions
-            .iter()
-            .map(|v| v.version.clone())
-            .collect();
-        let order = consensus_order(&[&existing_names[..], &incoming_names[..]]);
-        reorder_by(&mut existing.versions, &order, |v| &v.version);
+    if existing_names == incoming_names {
+        return content_changed;
     }
-    changed || added
+    let order = consensus_order(&[&existing_names[..], &incoming_names[..]]);
+    reorder_by(&mut existing.versions, &order, |v| &v.version);
+    true
 }
 
 fn group_names(groups: &[APIGroupDiscovery]) -> Vec<&str> {
@@ -190,9 +183,10 @@ fn group_names(groups: &[APIGroupDiscovery]) -> Vec<&str> {
 ///   ones are merged into it: version union, resource union (verbs: sorted union;
 ///   subresources: union by name, sorted; other fields from the first copy; `freshness` from
 ///   the first copy), new versions/resources placed by [`consensus_order`];
-/// - group order: when every server lists the same groups in the same order, the local
-///   order (and the local list itself when the result equals it); else the consensus order
-///   of all servers' lists in server-ID order.
+/// - a group, version or resource counts as changed when merging altered it or the two name
+///   lists differ (upstream's flags); group order: the local list itself when nothing changed
+///   and every server lists the same groups in the same order; the local order when only
+///   content changed; else the consensus order of all servers' lists in server-ID order.
 ///
 /// A peer entry carrying the local server's ID is ignored.
 pub fn merge_peer_aggregated<'a>(
@@ -234,6 +228,12 @@ pub fn merge_peer_aggregated<'a>(
 
     let local_order = group_names(local.groups);
     let all_lists_equal = orders.iter().all(|order| *order == local_order);
+    if !content_changed && all_lists_equal {
+        // Upstream's short-circuit. Note: when a peer sorts first and its copy of a group
+        // differs from the local one only where merging does not look (group metadata,
+        // freshness), this hands back the local copy, exactly as upstream does.
+        return Cow::Borrowed(local.groups);
+    }
     let order: Vec<&str> = if all_lists_equal {
         local_order
     } else {
@@ -245,12 +245,6 @@ pub fn merge_peer_aggregated<'a>(
         .iter()
         .filter_map(|name| position.get(name).and_then(|&i| slots[i].take()))
         .collect();
-    // Upstream hands back the local list itself when merging changed nothing. Whether
-    // anything changed is decided on the result: the first-seen copy of a group may come
-    // from a peer that sorts first, and then "nothing merged into it" is not "local".
-    if !content_changed && result.as_slice() == local.groups {
-        return Cow::Borrowed(local.groups);
-    }
     Cow::Owned(result)
 }
 
@@ -352,8 +346,10 @@ mod tests {
 
     #[test]
     fn list_with_duplicates_is_not_complete() {
-        // ["A","A"] has the right length for {A,B}? No: 2 items but B is missing.
+        // ["A","A"] has the length of {A,B} but is not unique.
         assert_eq!(order(&[&["A", "A"], &["B"]]), ["A", "B"]);
+        // An adjacent repeat is a self-edge, hence a cycle: lexicographic, not [C, A].
+        assert_eq!(order(&[&["C", "C", "A"]]), ["A", "C"]);
     }
 
     // ---- merge: upstream peer_aggregated_handler_test.go (§8 case 28) ----
@@ -938,5 +934,44 @@ mod tests {
             "resource.k8s.io/v1"
         );
         assert_eq!(list.groups.len(), 22);
+    }
+
+    #[test]
+    fn metadata_only_difference_with_peer_first_keeps_local_list_like_upstream() {
+        let local = vec![group(
+            "g1",
+            "local",
+            vec![version("v1", vec![resource("r", &["get"])])],
+        )];
+        let peer = vec![group(
+            "g1",
+            "peer",
+            vec![version("v1", vec![resource("r", &["get"])])],
+        )];
+        let merged = merge_peer_aggregated(server("b-local", &local), &[server("a-peer", &peer)]);
+        assert!(matches!(merged, Cow::Borrowed(s) if std::ptr::eq(s, local.as_slice())));
+        // Once content differs, the first server's metadata is used.
+        let peer = vec![group(
+            "g1",
+            "peer",
+            vec![version("v1", vec![resource("r", &["list"])])],
+        )];
+        let merged = merge_peer_aggregated(server("b-local", &local), &[server("a-peer", &peer)]);
+        assert_eq!(uid(&merged[0]), "peer");
+    }
+
+    #[test]
+    fn subset_peer_changes_nothing_but_is_not_borrowed() {
+        // Upstream flags a different version list as merged even when it adds nothing; the
+        // result has the local content.
+        let local = vec![group(
+            "g",
+            "L",
+            vec![version("v1", vec![]), version("v2", vec![])],
+        )];
+        let peer = vec![group("g", "P", vec![version("v2", vec![])])];
+        let merged = merge_peer_aggregated(server("a", &local), &[server("b", &peer)]);
+        assert!(matches!(merged, Cow::Owned(_)));
+        assert_eq!(merged.as_ref(), local.as_slice());
     }
 }

@@ -15,9 +15,11 @@
 
 pub mod etag;
 pub mod exclusion;
+pub mod http;
 pub mod legacy;
 pub mod merge;
 pub mod model;
 pub mod negotiate;
+pub mod openapi;
 pub mod served;
 pub mod view;

@@ -2,8 +2,10 @@
 //! (goautoneg `ParseAccept` + `NegotiateMediaTypeOptions` with the aggregated-discovery
 //! endpoint restrictions, and the `/apis` wrapper's `profile=nopeer` switch):
 //!
-//! - clauses are ordered by q (highest first), then concrete types before `*`, otherwise
-//!   kept in header order; q only orders (kube does not drop `q=0`); an unparsable q is 0;
+//! - clauses are ordered as goautoneg orders them: higher q first, and a concrete type before
+//!   a wildcard (even one with a higher q: goautoneg's comparison allows that); q only orders
+//!   (1.35/1.36 do not drop `q=0`; a later upstream negotiation rejects q<=0 per RFC 9110 —
+//!   not mirrored here, the recorded server is 1.36); an unparsable q is 0;
 //! - each clause is tried against `application/json`, `application/yaml`,
 //!   `application/vnd.kubernetes.protobuf` (that order; `*/*` and `application/*` therefore
 //!   pick JSON); parameters `g`/`v`/`as` ask for a conversion, allowed only to
@@ -63,6 +65,15 @@ impl NegotiationPolicy {
     };
 }
 
+/// Accept for fetching a server's own view (upstream's peer fetch, §3.1, verbatim): v2 with
+/// `profile=nopeer` so a 1.35+ server does not answer with its own merged view; older servers
+/// ignore the profile.
+pub const SERVER_VIEW_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+
+/// Same, also accepting v2beta1 for 1.26–1.29 servers that predate v2 (the answer may then
+/// be v2beta1 — same shape — or legacy JSON from servers without aggregated discovery).
+pub const SERVER_VIEW_ACCEPT_WITH_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+
 /// Body of the discovery 406, byte-identical to the recorded 1.36 answer (always
 /// pretty-printed, no `details`, no trailing newline).
 pub const NOT_ACCEPTABLE_BODY: &str = "{\n  \"kind\": \"Status\",\n  \"apiVersion\": \"v1\",\n  \"metadata\": {},\n  \"status\": \"Failure\",\n  \"message\": \"only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf\",\n  \"reason\": \"NotAcceptable\",\n  \"code\": 406\n}";
@@ -87,21 +98,21 @@ impl<'a> Clause<'a> {
     }
 }
 
-/// goautoneg's `ParseAccept`, including its stable ordering for short headers.
+/// goautoneg's `ParseAccept`: parts split on `,` and trimmed of spaces; a range is `*` or
+/// `type/subtype` (anything else is skipped); parameters without `=` are skipped; `q` is
+/// parsed untrimmed (failure → 0).
 fn parse_accept(header: &str) -> Vec<Clause<'_>> {
     let mut clauses: Vec<Clause<'_>> = header
         .split(',')
         .filter_map(|part| {
-            let mut pieces = part.split(';');
-            let range = pieces.next().unwrap_or("").trim_matches(' ');
-            let (media_type, subtype) = if range == "*" {
-                ("*", "*")
-            } else {
-                let mut halves = range.split('/');
-                match (halves.next(), halves.next(), halves.next()) {
-                    (Some(t), Some(s), None) => (t.trim(), s.trim()),
-                    _ => return None,
-                }
+            let mut pieces = part.trim_matches(' ').split(';');
+            let range = pieces.next().unwrap_or("");
+            let halves: Vec<&str> = range.split('/').collect();
+            let media_type = halves[0].trim_matches(' ');
+            let subtype = match halves.as_slice() {
+                [_] if media_type == "*" => "*",
+                [_, subtype] => subtype.trim_matches(' '),
+                _ => return None,
             };
             let mut clause = Clause {
                 media_type,
@@ -113,23 +124,31 @@ fn parse_accept(header: &str) -> Vec<Clause<'_>> {
                 let Some((key, value)) = param.split_once('=') else {
                     continue;
                 };
-                let key = key.trim();
+                let key = key.trim_matches(' ');
                 if key == "q" {
                     clause.quality = value.parse::<f32>().map(f64::from).unwrap_or(0.0);
                 } else {
-                    clause.params.push((key, value.trim()));
+                    clause.params.push((key, value.trim_matches(' ')));
                 }
             }
             Some(clause)
         })
         .collect();
-    clauses.sort_by(|a, b| {
-        b.quality
-            .partial_cmp(&a.quality)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| (a.media_type == "*").cmp(&(b.media_type == "*")))
-            .then_with(|| (a.subtype == "*").cmp(&(b.subtype == "*")))
-    });
+    // goautoneg sorts with this "less", which is not a strict order (a concrete type beats a
+    // wildcard whatever the q); Go's sort.Sort runs insertion sort on short slices, so the
+    // same insertion sort gives the same order for any realistic header (< 12 clauses).
+    let less = |a: &Clause<'_>, b: &Clause<'_>| {
+        a.quality > b.quality
+            || (a.media_type != "*" && b.media_type == "*")
+            || (a.subtype != "*" && b.subtype == "*")
+    };
+    for i in 1..clauses.len() {
+        let mut j = i;
+        while j > 0 && less(&clauses[j], &clauses[j - 1]) {
+            clauses.swap(j, j - 1);
+            j -= 1;
+        }
+    }
     clauses
 }
 
@@ -503,5 +522,48 @@ mod tests {
                 },
             );
         }
+    }
+
+    #[test]
+    fn server_view_accepts_get_the_local_document() {
+        assert_eq!(kube(SERVER_VIEW_ACCEPT), LOCAL_V2);
+        assert_eq!(kube(SERVER_VIEW_ACCEPT_WITH_V2BETA1), LOCAL_V2);
+        // A server with v2beta1 only (no v2) answers v2beta1; one with neither, legacy.
+        let v2beta1_only = NegotiationPolicy {
+            accept_v2beta1: true,
+        };
+        let without_v2 = SERVER_VIEW_ACCEPT_WITH_V2BETA1.replace(";v=v2;", ";v=v3;");
+        assert_eq!(
+            negotiate_discovery(Some(&without_v2), v2beta1_only),
+            DiscoveryAnswer::Aggregated {
+                version: AggregatedVersion::V2Beta1,
+                peer_aggregated: false
+            }
+        );
+        assert_eq!(kube(&without_v2), DiscoveryAnswer::Legacy);
+    }
+
+    #[test]
+    fn goautoneg_ordering_quirks() {
+        // Concrete beats wildcard regardless of q in goautoneg's comparison: insertion sort
+        // on [text/html;q=0.1, */*] swaps (*/* has the higher q), giving */* first ...
+        let clauses = parse_accept("text/html;q=0.1,*/*");
+        assert_eq!(
+            (clauses[0].media_type, clauses[1].media_type),
+            ("*", "text")
+        );
+        // ... while [*/*, text/html;q=0.1] also swaps (text/html is concrete).
+        let clauses = parse_accept("*/*,text/html;q=0.1");
+        assert_eq!(
+            (clauses[0].media_type, clauses[1].media_type),
+            ("text", "*")
+        );
+        // Tabs are not trimmed (Go trims spaces only), so this range is not application/json.
+        assert_eq!(kube("\tapplication/json"), DiscoveryAnswer::NotAcceptable);
+        // A space before q's value makes it unparsable: q=0.
+        assert_eq!(
+            kube(&format!("{V2};q= 0.9,application/json;q=0.5")),
+            DiscoveryAnswer::Legacy
+        );
     }
 }

@@ -125,14 +125,73 @@ pub struct DiscoveryView {
     policy: NegotiationPolicy,
     local_core: AggregatedPair,
     local_groups: AggregatedPair,
-    merged_core: AggregatedPair,
-    merged_groups: AggregatedPair,
+    /// Merged documents exist in v2 only: v2beta1 is never peer-aggregated.
+    merged_core: EncodedDiscovery,
+    merged_groups: EncodedDiscovery,
     legacy_api: Vec<u8>,
     legacy_apis: Vec<u8>,
     legacy_groups: HashMap<String, Vec<u8>>,
     /// (group, version) → `APIResourceList`; the core group is `""`.
     legacy_group_versions: HashMap<(String, String), Vec<u8>>,
+    /// Who serves each discovery path, for answering per group / group-version paths with
+    /// the bytes of a server that serves them (see [`DiscoveryView::path_servers`]).
+    servers: PathServers,
     routing: RoutingTable,
+}
+
+/// Per group and group/version: does the local server serve it, and which peers do
+/// (sorted by server ID). The core group is `""`. CRD/APIService group/versions of peers
+/// are not counted (they are excluded from the merge too).
+#[derive(Debug, Clone, Default)]
+struct PathServers {
+    skew: bool,
+    /// The merged `/api` (`/apis`) differs from the local one.
+    core_skew: bool,
+    groups_skew: bool,
+    groups: HashMap<String, (bool, Vec<String>)>,
+    group_versions: HashMap<(String, String), (bool, Vec<String>)>,
+    /// Groups whose merged version list differs from the local one (their legacy
+    /// `/apis/<g>` answer must come from the merged view).
+    grown_groups: std::collections::HashSet<String>,
+}
+
+impl PathServers {
+    fn add(&mut self, server: Option<&str>, groups: &[APIGroupDiscovery]) {
+        for group in groups {
+            let entry = self.groups.entry(group.name().to_owned()).or_default();
+            mark(entry, server);
+            for version in &group.versions {
+                let entry = self
+                    .group_versions
+                    .entry((group.name().to_owned(), version.version.clone()))
+                    .or_default();
+                mark(entry, server);
+            }
+        }
+    }
+}
+
+fn mark(entry: &mut (bool, Vec<String>), server: Option<&str>) {
+    match server {
+        None => entry.0 = true,
+        Some(id) => {
+            if let Err(at) = entry.1.binary_search_by(|p| p.as_str().cmp(id)) {
+                entry.1.insert(at, id.to_owned());
+            }
+        }
+    }
+}
+
+/// Who can answer a per group or per group/version discovery path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathServersAnswer<'v> {
+    /// The local server serves it (or nobody does): forward to it.
+    Local,
+    /// Only these peers serve it (sorted by server ID): forward to the first that answers.
+    Peers(&'v [String]),
+    /// The local server serves part of it (a group whose versions grew on a peer): answer
+    /// from the merged view.
+    Merged,
 }
 
 impl DiscoveryView {
@@ -224,12 +283,44 @@ impl DiscoveryView {
             })
             .collect();
 
+        let local_core = AggregatedPair::encode(&local.core.items)?;
+        let local_groups = AggregatedPair::encode(&local.groups.items)?;
+        let merged_core = EncodedDiscovery::encode(&merged_core_list)?;
+        let merged_groups = EncodedDiscovery::encode(&merged_groups_list)?;
+        let core_skew = merged_core.etag != local_core.v2.etag;
+        let groups_skew = merged_groups.etag != local_groups.v2.etag;
+        let mut servers = PathServers {
+            skew: core_skew || groups_skew,
+            core_skew,
+            groups_skew,
+            ..Default::default()
+        };
+        servers.add(None, &local.core.items);
+        servers.add(None, &local.groups.items);
+        for (peer, (core, groups)) in peers.iter().zip(filtered_core.iter().zip(&filtered_groups)) {
+            servers.add(Some(&peer.server_id), core);
+            servers.add(Some(&peer.server_id), groups);
+        }
+        for group in &merged_groups_list.items {
+            let local_versions = local
+                .groups
+                .items
+                .iter()
+                .find(|g| g.name() == group.name())
+                .map(|g| g.versions.iter().map(|v| &v.version).collect::<Vec<_>>());
+            let merged_versions: Vec<_> = group.versions.iter().map(|v| &v.version).collect();
+            if local_versions.is_some_and(|l| l != merged_versions) {
+                servers.grown_groups.insert(group.name().to_owned());
+            }
+        }
+
         Ok(DiscoveryView {
             policy,
-            local_core: AggregatedPair::encode(&local.core.items)?,
-            local_groups: AggregatedPair::encode(&local.groups.items)?,
-            merged_core: AggregatedPair::encode(&merged_core)?,
-            merged_groups: AggregatedPair::encode(&merged_groups)?,
+            local_core,
+            local_groups,
+            merged_core,
+            merged_groups,
+            servers,
             legacy_api: legacy_bytes(&legacy::legacy_api_versions(
                 &merged_core_list,
                 server_addresses,
@@ -243,6 +334,47 @@ impl DiscoveryView {
 
     pub fn routing(&self) -> &RoutingTable {
         &self.routing
+    }
+
+    /// How this view negotiates `accept` for `/api` and `/apis`.
+    pub fn negotiate(&self, accept: Option<&str>) -> DiscoveryAnswer {
+        negotiate_discovery(accept, self.policy)
+    }
+
+    /// Whether any merged document differs from the local server's own (a version skew, or
+    /// a peer serving something the local server does not). Without skew every discovery
+    /// request can go to the local apiserver untouched.
+    pub fn has_skew(&self) -> bool {
+        self.servers.skew
+    }
+
+    /// Who answers a per group (`/apis/<g>`) or per group/version (`/apis/<g>/<v>`,
+    /// `/api/<v>`) path; `/api` and `/apis` are [`PathServersAnswer::Merged`] when their
+    /// merged document differs from the local one.
+    pub fn path_servers(&self, path: DiscoveryPath<'_>) -> PathServersAnswer<'_> {
+        let entry = match path {
+            DiscoveryPath::Api if self.servers.core_skew => return PathServersAnswer::Merged,
+            DiscoveryPath::Apis if self.servers.groups_skew => return PathServersAnswer::Merged,
+            DiscoveryPath::Api | DiscoveryPath::Apis => return PathServersAnswer::Local,
+            DiscoveryPath::Group(group) => {
+                if self.servers.grown_groups.contains(group) {
+                    return PathServersAnswer::Merged;
+                }
+                self.servers.groups.get(group)
+            }
+            DiscoveryPath::GroupVersion(group, version) => self
+                .servers
+                .group_versions
+                .get(&(group.to_owned(), version.to_owned())),
+            DiscoveryPath::CoreVersion(version) => self
+                .servers
+                .group_versions
+                .get(&(String::new(), version.to_owned())),
+        };
+        match entry {
+            Some((false, peers)) if !peers.is_empty() => PathServersAnswer::Peers(peers),
+            _ => PathServersAnswer::Local,
+        }
     }
 
     fn legacy<'v>(&'v self, body: &'v [u8]) -> DiscoveryResponse<'v> {
@@ -291,8 +423,13 @@ impl DiscoveryView {
                         version,
                         peer_aggregated,
                     } => {
-                        let pair = if peer_aggregated { merged } else { local };
-                        self.aggregated(pair.get(version), version, if_none_match)
+                        // negotiate_discovery only peer-aggregates v2.
+                        let encoded = if peer_aggregated && version == AggregatedVersion::V2 {
+                            merged
+                        } else {
+                            local.get(version)
+                        };
+                        self.aggregated(encoded, version, if_none_match)
                     }
                     DiscoveryAnswer::Legacy => self.legacy(legacy),
                     DiscoveryAnswer::LocalOnly => DiscoveryResponse::Local,

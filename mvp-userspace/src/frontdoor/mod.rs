@@ -42,7 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response, header};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -58,8 +58,10 @@ pub use stats::FrontDoorStats;
 use crate::addr::ClientAddr;
 use crate::identity::{self, CallerIdentity, RequestHeaderNames};
 use crate::proxy::{
-    self, ConnectionAffinity, Dial, LocalOnly, ProxyError, Route, TargetKind, Upstream,
+    self, ConnectionAffinity, Dial, LocalOnly, NotSent, Outcome, ProxyError, Route, Routed,
+    TargetKind, Upstream,
 };
+use crate::status::Status;
 use crate::tls::{
     self, ClientCertJudge, PeerCertAuth, Reload, ReloadingKeyPair, RequestClientCert, TlsError,
     UpstreamTls,
@@ -384,7 +386,7 @@ impl Shared {
         let uri = req.uri().clone();
         let pretty = crate::status::wants_pretty(req.headers(), uri.query());
         match self.forward(conn, req).await {
-            Ok(response) => response.map(Either::Left),
+            Ok(response) => response,
             Err(error) => {
                 let status = error.to_status();
                 self.stats.answered(status.code.as_u16());
@@ -409,7 +411,7 @@ impl Shared {
         &self,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Body>, ProxyError> {
         let identity = identity::authenticate(&conn.peer, req.headers(), &self.names)?;
         let authority = client_authority(&req)?;
         let upgrade =
@@ -418,31 +420,115 @@ impl Shared {
         proxy::headers::remove_hop_by_hop(headers, upgrade);
         identity::apply(&identity, conn.peer.x509.as_ref(), headers, &self.names)?;
         proxy::headers::append_forwarded_for(headers, conn.client.ip().to_canonical());
-        let upstream = self.route.route(&req, &identity);
-        self.stats.forwarded(&identity);
-        tracing::debug!(
-            client = %conn.client,
-            caller = identity.kind(),
-            upstream = ?upstream.kind(),
-            method = %req.method(),
-            path = %req.uri().path(),
-            upgrade,
-            "forwarding"
-        );
-        if upgrade {
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            return upstream.forward_upgrade(req, &identity, on_upgrade).await;
+        if !matches!(identity, CallerIdentity::FrontProxy { .. }) {
+            // Only a verified front proxy (a peer's mvp or apiserver) may say "already
+            // forwarded once"; from anyone else the marker is dropped and ignored.
+            req.headers_mut().remove(PEER_PROXIED);
         }
-        let authority = match authority {
-            Some(authority) => authority,
-            None => Authority::try_from(upstream.addr().to_string())
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+        let (plan, mut answer) = match self.route.route(&req, &identity) {
+            Routed::Forward(plan) => (plan, None),
+            Routed::Respond(status) => return Err(ProxyError::Answered(status)),
+            Routed::Answer { probe, response } => {
+                // The probe asks for the cheapest form of the same document (legacy JSON,
+                // no If-None-Match): only its status matters.
+                let headers = req.headers_mut();
+                headers.remove(header::IF_NONE_MATCH);
+                headers.insert(
+                    header::ACCEPT,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                (probe, Some(response))
+            }
+            Routed::Reply(response) => {
+                self.stats.answered(response.status().as_u16());
+                return Ok(response.map(Either::Right));
+            }
         };
-        upstream
-            .forward(req, &identity, authority, &conn.upstreams)
-            .await
+        self.stats.forwarded(&identity);
+        let mut last_error = None;
+        let caller_marked = req.headers().contains_key(PEER_PROXIED);
+        for upstream in &plan.targets {
+            if matches!(upstream.kind(), TargetKind::Peer(_)) {
+                req.headers_mut()
+                    .insert(PEER_PROXIED, http::HeaderValue::from_static("true"));
+            } else if !caller_marked {
+                // After a peer attempt: the local apiserver gets the request as sent.
+                req.headers_mut().remove(PEER_PROXIED);
+            }
+            tracing::debug!(
+                client = %conn.client,
+                caller = identity.kind(),
+                upstream = ?upstream.kind(),
+                method = %req.method(),
+                path = %req.uri().path(),
+                upgrade,
+                "forwarding"
+            );
+            let result = if upgrade {
+                upstream.forward_upgrade(req, &identity).await
+            } else {
+                let authority = match &authority {
+                    Some(authority) => authority.clone(),
+                    None => Authority::try_from(upstream.addr().to_string())
+                        .map_err(|e| ProxyError::BadRequest(e.to_string()))?,
+                };
+                upstream
+                    .send(req, &identity, authority, &conn.upstreams)
+                    .await
+            };
+            match result {
+                Ok(response) => {
+                    let status = response.status();
+                    self.route
+                        .outcome(&plan, upstream, Outcome::Responded(status));
+                    if let Some(answer) = answer.take()
+                        && (status.is_success() || status == http::StatusCode::NOT_MODIFIED)
+                    {
+                        // Authorized: read the probe's (small) answer to keep the upstream
+                        // connection reusable, then send ours.
+                        let _ =
+                            http_body_util::Limited::new(response.into_body(), PROBE_BODY_LIMIT)
+                                .collect()
+                                .await;
+                        self.stats.answered(answer.status().as_u16());
+                        return Ok(answer.map(Either::Right));
+                    }
+                    return Ok(response.map(Either::Left));
+                }
+                Err(NotSent { error, request }) => {
+                    let outcome = match &error {
+                        ProxyError::UpstreamUnavailable { .. } => Outcome::Unreachable,
+                        _ => Outcome::Failed,
+                    };
+                    self.route.outcome(&plan, upstream, outcome);
+                    match request {
+                        Some(request) if error.retryable() => {
+                            tracing::debug!(upstream = ?upstream.kind(), %error, "upstream unreachable; trying the next one");
+                            req = request;
+                            last_error = Some(error);
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            }
+        }
+        Err(match (plan.exhausted, last_error) {
+            (Some(status), _) => ProxyError::Answered(status),
+            (None, Some(error)) => error,
+            (None, None) => {
+                ProxyError::Answered(Status::service_unavailable("no upstream to forward to", 1))
+            }
+        })
     }
 }
+
+/// How much of an authorization probe's answer is read before it is dropped.
+const PROBE_BODY_LIMIT: usize = 4 << 20;
+
+/// The loop-prevention marker (upstream's name): a request carrying it from a verified front
+/// proxy is served by the local apiserver, never forwarded again.
+pub const PEER_PROXIED: http::HeaderName =
+    http::HeaderName::from_static("x-kubernetes-peer-proxied");
 
 /// Re-exported for routers: the identity a request was authenticated as.
 pub type Caller = CallerIdentity;

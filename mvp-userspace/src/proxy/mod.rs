@@ -57,7 +57,93 @@ pub struct Upstream {
 }
 
 /// A pooled HTTP client over one [`TlsConnector`] (h2 or HTTP/1.1 by ALPN).
-type PooledClient = Client<TlsConnector, Incoming>;
+type PooledClient = Client<TlsConnector, ReplayBody>;
+
+/// The client's body, handed to the pool through a shared slot: the pool takes it out on its
+/// first poll, which happens only once a connection carries the request. If connecting fails
+/// the slot still holds the body, and the request can go to another upstream
+/// ([`Upstream::send`]).
+pub struct ReplayBody {
+    state: ReplayState,
+}
+
+enum ReplayState {
+    Waiting(Arc<parking_lot::Mutex<Option<Incoming>>>),
+    Taken(Incoming),
+    Done,
+}
+
+impl ReplayBody {
+    fn new(slot: Arc<parking_lot::Mutex<Option<Incoming>>>) -> Self {
+        ReplayBody {
+            state: ReplayState::Waiting(slot),
+        }
+    }
+}
+
+impl http_body::Body for ReplayBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let ReplayState::Waiting(slot) = &this.state {
+            let body = slot.lock().take();
+            this.state = match body {
+                Some(body) => ReplayState::Taken(body),
+                None => ReplayState::Done,
+            };
+        }
+        match &mut this.state {
+            ReplayState::Taken(body) => std::pin::Pin::new(body).poll_frame(cx),
+            _ => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            ReplayState::Waiting(slot) => slot
+                .lock()
+                .as_ref()
+                .is_none_or(http_body::Body::is_end_stream),
+            ReplayState::Taken(body) => body.is_end_stream(),
+            ReplayState::Done => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.state {
+            ReplayState::Waiting(slot) => slot.lock().as_ref().map_or_else(
+                || http_body::SizeHint::with_exact(0),
+                http_body::Body::size_hint,
+            ),
+            ReplayState::Taken(body) => body.size_hint(),
+            ReplayState::Done => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A request that failed before any of it reached the upstream: `request` is it, intact, when
+/// it can go elsewhere (the upstream could not be reached).
+#[derive(Debug)]
+pub struct NotSent {
+    /// Why.
+    pub error: ProxyError,
+    /// The untouched request, when nothing of it was sent.
+    pub request: Option<Request<Incoming>>,
+}
+
+impl From<ProxyError> for NotSent {
+    fn from(error: ProxyError) -> Self {
+        NotSent {
+            error,
+            request: None,
+        }
+    }
+}
 
 /// The upstream connections of one downstream connection, by (upstream, front-proxy cert,
 /// h2-only). An h2 client connection to an upstream known to speak h2 gets an h2-only
@@ -153,6 +239,9 @@ pub enum ProxyError {
     /// Authentication said no (see [`crate::identity::AuthError`]).
     #[error(transparent)]
     Auth(#[from] crate::identity::AuthError),
+    /// The router answered the request itself (e.g. 503: no reachable server serves it).
+    #[error("{}", .0.message)]
+    Answered(Status),
     /// An x509/front-proxy caller arrived but mvp has no front-proxy client certificate.
     #[error(
         "no front-proxy client certificate configured; set --proxy-client-cert-file and --proxy-client-key-file"
@@ -169,6 +258,7 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) | ProxyError::Auth(_) => Side::Downstream,
             ProxyError::NoFrontProxyCert => Side::Internal,
+            ProxyError::Answered(_) => Side::Upstream,
         }
     }
 
@@ -189,6 +279,7 @@ impl ProxyError {
                 Status::bad_gateway("the Kubernetes API server connection failed mid-request")
             }
             ProxyError::BadRequest(message) => Status::bad_request(message.clone()),
+            ProxyError::Answered(status) => status.clone(),
             ProxyError::Auth(AuthError::ClientCertRejected(_)) => Status::unauthorized(),
             ProxyError::Auth(AuthError::UnforwardableSubject(_)) => {
                 Status::bad_request("client certificate subject cannot be forwarded")
@@ -252,14 +343,15 @@ impl Upstream {
     /// Forward a request whose headers already carry the caller's identity (see
     /// [`crate::identity::apply`]) and are free of hop-by-hop fields. `authority` is the
     /// client's authority, kept as Host/`:authority`. `affinity` holds the downstream
-    /// connection's upstream connections.
-    pub async fn forward(
+    /// connection's upstream connections. HTTP/1.1 upgrades go to [`Upstream::forward_upgrade`].
+    /// When the upstream cannot be reached the request comes back in [`NotSent`].
+    pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         identity: &CallerIdentity,
         authority: Authority,
         affinity: &ConnectionAffinity,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, NotSent> {
         let path = req
             .uri()
             .path_and_query()
@@ -267,39 +359,67 @@ impl Upstream {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let downstream_h2 = req.version() == Version::HTTP_2;
         let client = affinity.client(self, identity.needs_front_proxy_cert(), downstream_h2)?;
-        *req.uri_mut() = Uri::builder()
+        let uri = Uri::builder()
             .scheme(Scheme::HTTPS)
             .authority(authority)
             .path_and_query(path)
             .build()
             .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let (parts, body) = req.into_parts();
+        let slot = Arc::new(parking_lot::Mutex::new(Some(body)));
+        let mut sent = Request::new(ReplayBody::new(slot.clone()));
+        *sent.method_mut() = parts.method.clone();
+        *sent.uri_mut() = uri;
         // The pool speaks whatever ALPN gave it; HTTP/1.1 here means "any".
-        *req.version_mut() = Version::HTTP_11;
-        let mut response = client.request(req).await.map_err(|error| {
-            if error.is_connect() {
-                ProxyError::UpstreamUnavailable {
-                    target: self.kind.clone(),
-                    source: Box::new(error),
-                }
-            } else {
-                ProxyError::UpstreamFailed {
-                    target: self.kind.clone(),
-                    source: Box::new(error),
-                }
+        *sent.version_mut() = Version::HTTP_11;
+        *sent.headers_mut() = parts.headers.clone();
+        match client.request(sent).await {
+            Ok(mut response) => {
+                headers::remove_hop_by_hop(response.headers_mut(), false);
+                Ok(response)
             }
-        })?;
-        headers::remove_hop_by_hop(response.headers_mut(), false);
-        Ok(response)
+            Err(error) if error.is_connect() => {
+                let request = slot
+                    .lock()
+                    .take()
+                    .map(|body| Request::from_parts(parts, body));
+                Err(NotSent {
+                    error: ProxyError::UpstreamUnavailable {
+                        target: self.kind.clone(),
+                        source: Box::new(error),
+                    },
+                    request,
+                })
+            }
+            Err(error) => Err(ProxyError::UpstreamFailed {
+                target: self.kind.clone(),
+                source: Box::new(error),
+            }
+            .into()),
+        }
+    }
+
+    /// [`Upstream::send`] without the way back (the request is consumed).
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        identity: &CallerIdentity,
+        authority: Authority,
+        affinity: &ConnectionAffinity,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        self.send(req, identity, authority, affinity)
+            .await
+            .map_err(|not_sent| not_sent.error)
     }
 
     /// Forward an HTTP/1.1 upgrade request over its own HTTP/1.1 connection; on `101`, splice
-    /// the client's upgraded stream (`downstream`) with the upstream's.
+    /// the client's upgraded stream with the upstream's. When the upstream cannot be reached
+    /// the request comes back in [`NotSent`].
     pub async fn forward_upgrade(
         &self,
         mut req: Request<Incoming>,
         identity: &CallerIdentity,
-        downstream: hyper::upgrade::OnUpgrade,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, NotSent> {
         let connector = if identity.needs_front_proxy_cert() {
             self.front_proxy_upgrade
                 .as_ref()
@@ -312,10 +432,16 @@ impl Upstream {
                 target: self.kind.clone(),
                 source,
             };
-        let io = connector
-            .connect()
-            .await
-            .map_err(|e| unavailable(Box::new(e)))?;
+        let io = match connector.connect().await {
+            Ok(io) => io,
+            Err(e) => {
+                return Err(NotSent {
+                    error: unavailable(Box::new(e)),
+                    request: Some(req),
+                });
+            }
+        };
+        let downstream = hyper::upgrade::on(&mut req);
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_headers(crate::frontdoor::MAX_HEADERS)
             .handshake::<_, Incoming>(io)
@@ -369,12 +495,68 @@ impl Upstream {
     }
 }
 
-/// Chooses the upstream for each request. The front door asks it once per request, after
-/// authentication; a later router classifies the request (discovery? which GVR?) and picks the
-/// local apiserver or a peer.
+/// Where one request goes, as a router decided it.
+#[derive(Debug)]
+pub enum Routed {
+    /// Try these upstreams in order; the next one only when the previous one could not be
+    /// reached and nothing of the request was sent.
+    Forward(Plan),
+    /// Answer with this `Status` without forwarding.
+    Respond(Status),
+    /// mvp answers with `response` (merged discovery, the merged OpenAPI index) — but only
+    /// once a target of `probe` (the local apiserver first) accepted the same request from the
+    /// same caller with a 2xx or 304: authentication and authorization stay the apiserver's.
+    /// Any other answer (401, 403, …) reaches the client as the apiserver sent it.
+    Answer {
+        probe: Plan,
+        response: Response<http_body_util::Full<bytes::Bytes>>,
+    },
+    /// Answer with this response without forwarding. Nobody authorized the caller for it:
+    /// merged discovery uses [`Routed::Answer`] instead (the apiserver authorizes first).
+    Reply(Response<http_body_util::Full<bytes::Bytes>>),
+}
+
+/// Upstreams to try for one request.
+#[derive(Debug)]
+pub struct Plan {
+    /// In order; never empty.
+    pub targets: Vec<Arc<Upstream>>,
+    /// The answer when every target was unreachable (`None`: the last target's error).
+    pub exhausted: Option<Status>,
+    /// (group, version, resource) of a resource request, for the router's metrics.
+    pub resource: Option<(String, String, String)>,
+}
+
+impl Plan {
+    /// Just `upstream`.
+    pub fn one(upstream: Arc<Upstream>) -> Self {
+        Plan {
+            targets: vec![upstream],
+            exhausted: None,
+            resource: None,
+        }
+    }
+}
+
+/// What happened when a request was handed to one target of a [`Plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with this code.
+    Responded(StatusCode),
+    /// It could not be reached (connect or TLS failed); nothing was sent.
+    Unreachable,
+    /// The connection broke after the request was (maybe partly) sent.
+    Failed,
+}
+
+/// Chooses the upstream(s) for each request. The front door asks it once per request, after
+/// authentication and header hygiene, and reports each attempt's [`Outcome`].
 pub trait Route: Send + Sync + 'static {
-    /// The upstream for `req` from `identity`.
-    fn route(&self, req: &Request<Incoming>, identity: &CallerIdentity) -> Arc<Upstream>;
+    /// Where `req` from `identity` goes.
+    fn route(&self, req: &Request<Incoming>, identity: &CallerIdentity) -> Routed;
+
+    /// One attempt of `plan` on `target` ended with `outcome` (health, metrics).
+    fn outcome(&self, _plan: &Plan, _target: &Upstream, _outcome: Outcome) {}
 }
 
 /// Everything goes to one upstream (the local apiserver).
@@ -382,7 +564,7 @@ pub trait Route: Send + Sync + 'static {
 pub struct LocalOnly(pub Arc<Upstream>);
 
 impl Route for LocalOnly {
-    fn route(&self, _req: &Request<Incoming>, _identity: &CallerIdentity) -> Arc<Upstream> {
-        self.0.clone()
+    fn route(&self, _req: &Request<Incoming>, _identity: &CallerIdentity) -> Routed {
+        Routed::Forward(Plan::one(self.0.clone()))
     }
 }

@@ -89,9 +89,15 @@ impl Drop for Mvp {
 
 impl Mvp {
     pub async fn start(config: &FrontDoorConfig) -> Mvp {
-        init_tracing();
         let door = FrontDoor::new(config, Arc::new(DirectConnector::default()))
             .expect("front door builds");
+        Self::start_door(door).await
+    }
+
+    /// Serve an already built front door (e.g. one with a test router).
+    #[allow(dead_code)] // not every test binary using `support` needs it
+    pub async fn start_door(door: FrontDoor) -> Mvp {
+        init_tracing();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reloader = door.spawn_cert_reloader();

@@ -3,9 +3,11 @@
 //! gets different answers depending on which apiserver it lands on. Then stay up until
 //! Ctrl-C with copy-pasteable commands (`--no-wait` exits after the report).
 //!
-//! The report is a table: command × node × without mvp / with mvp. `--with-mvp` starts
-//! `mvp run --steer <node-ip>:6443` in every node's namespace and runs every command again;
-//! as mvp learns to route, that column turns green. New commands go into [`CHECKS`].
+//! The report is a table: command × node × without mvp / with mvp. Unless `--without-mvp`,
+//! it starts `mvp run` (kubeadm's flags) in every node's namespace and runs every command
+//! again: each command fails through the nodes of the other version without mvp and
+//! succeeds through every node with it (commands naming a type kubectl must first find in
+//! discovery need mvp's merged discovery too). New commands go into [`CHECKS`].
 //!
 //! Exit status: 0 when the report shows what it should (the lab works), 1 otherwise.
 use std::collections::BTreeMap;
@@ -26,10 +28,13 @@ struct Args {
     /// Exit after the report instead of staying up until Ctrl-C.
     #[arg(long)]
     no_wait: bool,
-    /// Also run `mvp run --steer <node-ip>:6443` on every node and fill the "with mvp"
-    /// column (needs the mvp binary with its eBPF object).
-    #[arg(long)]
+    /// Run `mvp run` (kubeadm's flags) on every node and fill the "with mvp" column (needs
+    /// the mvp binary with its eBPF object). The default; kept for scripts.
+    #[arg(long, conflicts_with = "without_mvp")]
     with_mvp: bool,
+    /// Only the "without mvp" column.
+    #[arg(long)]
+    without_mvp: bool,
 }
 
 /// One kubectl invocation of the report and which nodes should serve it.
@@ -38,6 +43,9 @@ struct Check {
     args: &'static [&'static str],
     /// Does a node of this version serve what the command asks for?
     served_by: fn(&NodeSpec) -> bool,
+    /// kubectl must find the type in discovery first: through a node of the other version
+    /// that needs mvp's merged discovery, not only its routing.
+    needs_discovery: bool,
 }
 
 fn is_136(n: &NodeSpec) -> bool {
@@ -52,16 +60,46 @@ fn all(_: &NodeSpec) -> bool {
 
 const CHECKS: &[Check] = &[
     Check {
+        args: &[
+            "get",
+            "--raw",
+            "/apis/scheduling.k8s.io/v1alpha2/namespaces/default/workloads",
+        ],
+        served_by: is_136,
+        needs_discovery: false,
+    },
+    Check {
+        args: &[
+            "get",
+            "--raw",
+            "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims",
+        ],
+        served_by: is_136,
+        needs_discovery: false,
+    },
+    Check {
+        args: &[
+            "get",
+            "--raw",
+            "/apis/storagemigration.k8s.io/v1alpha1/storageversionmigrations",
+        ],
+        served_by: is_133,
+        needs_discovery: false,
+    },
+    Check {
         args: &["get", "configmaps", "-n", "default"],
         served_by: all,
+        needs_discovery: true,
     },
     Check {
         args: &["get", "workloads.scheduling.k8s.io", "-n", "default"],
         served_by: is_136,
+        needs_discovery: true,
     },
     Check {
         args: &["get", "resourceclaims.v1.resource.k8s.io", "-n", "default"],
         served_by: is_136,
+        needs_discovery: true,
     },
     Check {
         args: &[
@@ -69,6 +107,7 @@ const CHECKS: &[Check] = &[
             "mutatingadmissionpolicies.v1.admissionregistration.k8s.io",
         ],
         served_by: is_136,
+        needs_discovery: true,
     },
     Check {
         args: &[
@@ -78,6 +117,7 @@ const CHECKS: &[Check] = &[
             "default",
         ],
         served_by: is_136,
+        needs_discovery: true,
     },
     Check {
         args: &[
@@ -85,6 +125,7 @@ const CHECKS: &[Check] = &[
             "storageversionmigrations.v1alpha1.storagemigration.k8s.io",
         ],
         served_by: is_133,
+        needs_discovery: true,
     },
 ];
 
@@ -148,7 +189,13 @@ fn run_check(lab: &LabCluster, node: &str, check: &Check) -> anyhow::Result<Outc
     let out = lab.kubectl(node, check.args)?;
     Ok(if out.success() {
         let lines = out.stdout.lines().count().saturating_sub(1);
-        let summary = if out.stdout.trim().is_empty() {
+        let raw_items = (check.args.get(1) == Some(&"--raw"))
+            .then(|| serde_json::from_str::<serde_json::Value>(&out.stdout).ok())
+            .flatten()
+            .and_then(|v| v["items"].as_array().map(Vec::len));
+        let summary = if let Some(n) = raw_items {
+            format!("{n} item(s)")
+        } else if out.stdout.trim().is_empty() {
             first_line(&out.stderr)
         } else {
             format!("{lines} item(s)")
@@ -181,12 +228,9 @@ fn start_mvps(lab: &LabCluster) -> anyhow::Result<Vec<LabProcess>> {
     let admin: SocketAddr = MVP_ADMIN.parse()?;
     let mut mvps = Vec::new();
     for n in lab.nodes() {
-        let steer = n.addr().to_string();
-        mvps.push(lab.start_mvp(
-            n.name(),
-            "mvp",
-            &["run", "--steer", &steer, "--admin-address", MVP_ADMIN],
-        )?);
+        let args = test_support::mvp_args::kubeadm(lab, n.name(), MVP_ADMIN, "2")?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mvps.push(lab.start_mvp(n.name(), "mvp", &args)?);
     }
     for (n, mvp) in lab.nodes().iter().zip(mvps.iter_mut()) {
         let deadline = Instant::now() + patience();
@@ -227,6 +271,7 @@ fn api_resources(lab: &LabCluster, node: &str) -> anyhow::Result<Vec<String>> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let with_mvp = !args.without_mvp;
     anyhow::ensure!(
         test_support::privileged::is_root(),
         "mvp-lab needs root (network namespaces): run `sudo -E cargo xtask lab`"
@@ -270,7 +315,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("\nTHE PROBLEM: the same kubectl command, a different answer per apiserver");
     println!("(a load balancer in front of them picks one at random)\n");
-    // Every check through every node, without mvp; then (with --with-mvp) again with mvp
+    // Every check through every node, without mvp; then (unless --without-mvp) again with mvp
     // in front of every apiserver.
     let mut results: BTreeMap<(usize, usize, Mode), Outcome> = BTreeMap::new();
     for (c, check) in CHECKS.iter().enumerate() {
@@ -279,7 +324,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut mvps = Vec::new();
-    if args.with_mvp {
+    if with_mvp {
         mvps = start_mvps(&lab).context("starting mvp on every node")?;
         for (c, check) in CHECKS.iter().enumerate() {
             for (i, n) in lab.nodes().iter().enumerate() {
@@ -290,6 +335,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut false_404 = 0;
     let mut failed_with_mvp = 0;
+    let mut awaiting_discovery = 0;
     let mut total = 0;
     for (c, check) in CHECKS.iter().enumerate() {
         println!("$ kubectl {}", check.args.join(" "));
@@ -322,6 +368,16 @@ fn main() -> anyhow::Result<()> {
                     Mode::WithMvp => {
                         if matches!(outcome, Outcome::Failed(_)) {
                             failed_with_mvp += 1;
+                            if check.needs_discovery {
+                                awaiting_discovery += 1;
+                            } else {
+                                wrong.push(format!(
+                                    "kubectl {} via {} with mvp: {}",
+                                    check.args.join(" "),
+                                    n.name(),
+                                    outcome.cell()
+                                ));
+                            }
                         }
                     }
                 }
@@ -333,8 +389,13 @@ fn main() -> anyhow::Result<()> {
     println!(
         "without mvp: {false_404} of {total} requests failed only because they reached an apiserver of the other version."
     );
-    if args.with_mvp {
+    if with_mvp {
         println!("with mvp:    {failed_with_mvp} of {total} requests failed.");
+        if awaiting_discovery > 0 {
+            println!(
+                "             ({awaiting_discovery} of them need kubectl to find the type in mvp's merged discovery first.)"
+            );
+        }
         let steered: Vec<String> = lab
             .nodes()
             .iter()
@@ -345,7 +406,7 @@ fn main() -> anyhow::Result<()> {
             steered.join(", ")
         );
     } else {
-        println!("(run with --with-mvp to fill the \"with mvp\" column.)\n");
+        println!("(--without-mvp: the \"with mvp\" column was skipped.)\n");
     }
 
     println!("$ kubectl api-resources (per node)");
@@ -377,7 +438,17 @@ fn main() -> anyhow::Result<()> {
         println!("    + {l}");
         new_only += 1;
     }
-    if new_only == 0 {
+    if with_mvp {
+        // mvp serves merged (peer-aggregated) discovery: every node lists the union.
+        if views.iter().any(|(_, lines)| *lines != views[0].1) {
+            wrong.push(
+                "with mvp, kubectl api-resources differs between nodes (merged discovery lists the union everywhere)"
+                    .to_string(),
+            );
+        } else {
+            println!("  (with mvp every node lists the union of all servers' resources)");
+        }
+    } else if new_only == 0 {
         wrong.push("kubectl api-resources shows no 1.36-only resource".to_string());
     }
 
