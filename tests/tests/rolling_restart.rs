@@ -45,8 +45,14 @@ fn start_front_door(lab: &LabCluster, log: &str, admin: &str) -> LabProcess {
             path(p.front_proxy_ca_crt())
         ),
         "--requestheader-allowed-names=front-proxy-client".into(),
-        format!("--proxy-client-cert-file={}", path(p.front_proxy_client_crt())),
-        format!("--proxy-client-key-file={}", path(p.front_proxy_client_key())),
+        format!(
+            "--proxy-client-cert-file={}",
+            path(p.front_proxy_client_crt())
+        ),
+        format!(
+            "--proxy-client-key-file={}",
+            path(p.front_proxy_client_key())
+        ),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.start_mvp(NODE, log, &args).unwrap()
@@ -341,21 +347,28 @@ fn sigterm_sends_goaway_and_lets_an_open_watch_finish() {
         .block_on(sender.send_request(get(&format!("{CONFIGMAPS}?watch=1&timeoutSeconds=8"))))
         .unwrap();
     assert_eq!(watch.status(), 200);
-    assert_eq!(forwarded(&lab, ADMIN_A).unwrap(), via_a + 1, "the watch did not go through A");
+    assert_eq!(
+        forwarded(&lab, ADMIN_A).unwrap(),
+        via_a + 1,
+        "the watch did not go through A"
+    );
     let watch_body = rt.spawn(async move { watch.into_body().collect().await });
     let signalled = std::time::Instant::now();
     sigterm(&a);
 
     // GOAWAY: the old connection takes no new streams while the watch still runs...
-    let refused = eventually("the h2 connection on A to refuse new streams (GOAWAY)", || {
-        if watch_body.is_finished() {
-            panic!("the watch ended before the connection refused new streams");
-        }
-        match rt.block_on(sender.send_request(get(CONFIGMAPS))) {
-            Err(e) => Ok(e.to_string()),
-            Ok(resp) => Err(format!("still accepted a stream: HTTP {}", resp.status())),
-        }
-    });
+    let refused = eventually(
+        "the h2 connection on A to refuse new streams (GOAWAY)",
+        || {
+            if watch_body.is_finished() {
+                panic!("the watch ended before the connection refused new streams");
+            }
+            match rt.block_on(sender.send_request(get(CONFIGMAPS))) {
+                Err(e) => Ok(e.to_string()),
+                Ok(resp) => Err(format!("still accepted a stream: HTTP {}", resp.status())),
+            }
+        },
+    );
     // ...while a new connection succeeds (B took A's place).
     let client = HttpsClient::new(&lab.pki().ca_pem(), Some(lab.pki().admin())).unwrap();
     let via_b = forwarded(&lab, ADMIN_B).unwrap();
@@ -367,7 +380,10 @@ fn sigterm_sends_goaway_and_lets_an_open_watch_finish() {
     let body = rt.block_on(watch_body).unwrap();
     assert!(body.is_ok(), "watch through draining A: {body:?}");
     let closed = rt.block_on(conn).unwrap();
-    assert!(closed.is_ok(), "h2 connection did not close cleanly: {closed:?}");
+    assert!(
+        closed.is_ok(),
+        "h2 connection did not close cleanly: {closed:?}"
+    );
     let status = wait_exit(&mut a);
     eprintln!(
         "drain: new stream on the old connection refused ({refused}); watch ended cleanly; \
