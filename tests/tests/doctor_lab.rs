@@ -187,6 +187,9 @@ fn doctor_on_lab_nodes_passes_and_names_each_break() {
     let r = doctor(&lab, &dir, &manifest);
     eprintln!("missing front-proxy cert:\n{}", r.text);
     r.assert_fails("file/proxy-client-cert-file", "hostPath");
+    // The servers refuse the anonymous doctor (the lab allows anonymous: 403, not 401);
+    // the fix points at the missing cert, not at RBAC.
+    r.assert_fails("server/local", "no front-proxy client cert");
 
     // --requestheader-allowed-names that does not name the front-proxy cert's CN.
     let dir = tmp.path().join("allowed-names");
