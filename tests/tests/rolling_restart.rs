@@ -393,3 +393,32 @@ fn sigterm_sends_goaway_and_lets_an_open_watch_finish() {
     assert!(status.success(), "A exited {status}:\n{}", a.log());
     b.check_running().unwrap();
 }
+
+/// Without a successor (a plain stop, or maxSurge 0): SIGTERM clears the slot, new
+/// connections reach the apiserver itself on the same address, and the connections A
+/// accepted in its last moments are still answered.
+#[test]
+fn sigterm_without_a_successor_fails_open_without_losing_requests() {
+    require_root!();
+    let lab = lab();
+    let mut a = start_front_door(&lab, "mvp-a", ADMIN_A);
+    wait_ready(&lab, &mut a, ADMIN_A);
+    let caller = Caller::start(&lab);
+    caller.wait_more(20, "requests through instance A");
+    let via_a = forwarded(&lab, ADMIN_A).unwrap();
+    sigterm(&a);
+    let status = wait_exit(&mut a);
+    assert!(status.success(), "A exited {status}:\n{}", a.log());
+    caller.wait_more(20, "requests straight to the apiserver after A exited");
+    let (ok, failures) = caller.finish();
+    eprintln!(
+        "stop without successor: {ok} requests on new connections, {} failed; A forwarded \
+         {via_a} before SIGTERM",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed while A stopped: {failures:#?}\nA:\n{}",
+        a.log()
+    );
+}
