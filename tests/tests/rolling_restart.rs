@@ -4,6 +4,10 @@
 //! connections taken, HTTP/1.1 closes after the current response, h2 gets GOAWAY, open
 //! streams finish within --drain-timeout) and exits 0. Callers must not notice.
 //!
+//! The two instances use different `--admin-address`es: a second instance on an admin
+//! address in use exits 1 ("admin: cannot serve on ... in use?"), so on one node (a
+//! hostNetwork DaemonSet surging with the same template) B cannot start while A runs.
+//!
 //! Needs root and `cargo build -p mvp-userspace` (the binary with the eBPF object).
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +30,7 @@ const ADMIN_B: &str = "127.0.0.1:9465";
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
 
 /// `mvp run` as the node's L7 front door with kube-apiserver's flags (the node's kubeadm
-/// PKI); only the admin address differs between instances, as in a DaemonSet surge.
+/// PKI); only the admin address differs between instances (see the module doc).
 fn start_front_door(lab: &LabCluster, log: &str, admin: &str) -> LabProcess {
     let n = lab.node(NODE).unwrap();
     let p = n.pki();
