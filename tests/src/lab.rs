@@ -295,6 +295,13 @@ impl LabProcess {
         }
     }
 
+    /// Its exit status once it has exited (`None` while it runs).
+    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>, LabError> {
+        self.child
+            .try_wait()
+            .map_err(io_err(format!("wait for {}", self.what)))
+    }
+
     /// Send SIGTERM and wait for exit (SIGKILL after the patience runs out).
     pub fn stop(mut self) {
         self.terminate();

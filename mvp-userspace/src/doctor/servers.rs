@@ -231,8 +231,13 @@ fn fix_for(err: &ServerError, local: bool, has_identity: bool) -> String {
             }
             _ => "check the server's TLS configuration (kube-apiserver --tls-cert-file)".into(),
         },
+        // Anonymous: 401 without anonymous auth, 403 (system:anonymous) with it.
         ServerError::Status { status, .. }
-            if *status == http::StatusCode::UNAUTHORIZED && !has_identity =>
+            if !has_identity
+                && matches!(
+                    *status,
+                    http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN
+                ) =>
         {
             "doctor had no front-proxy client cert to present: fix --proxy-client-cert-file/--proxy-client-key-file (file checks above)".into()
         }
@@ -290,7 +295,7 @@ fn client_config(
         (Some(chain), Some(key)) => builder
             .with_client_auth_cert(chain.clone(), key.clone_key())
             .map_err(|e| e.to_string())?,
-        // Without the front-proxy identity the servers will answer 401; that is reported.
+        // Without the front-proxy identity the servers answer 401 or 403; that is reported.
         _ => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
