@@ -79,7 +79,7 @@ pub enum AppError {
     #[error(transparent)]
     Listen(#[from] ListenError),
     /// The admin endpoint.
-    #[error("admin: cannot serve on {addr} (in use? choose another --admin-address)")]
+    #[error("admin: cannot serve on {addr} ({source}); choose another --admin-address")]
     Admin {
         /// The address.
         addr: SocketAddr,
@@ -441,12 +441,7 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         ))
     });
 
-    let admin_listener = TcpListener::bind(cfg.admin)
-        .await
-        .map_err(|source| AppError::Admin {
-            addr: cfg.admin,
-            source,
-        })?;
+    let admin_listener = bind_admin(cfg.admin).await?;
     let admin_state = Arc::new(AdminState {
         counters: Box::new({
             let h = handle.clone();
@@ -465,11 +460,20 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
         brain: brain.clone(),
     });
     let admin_stop = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin_state,
-        admin_stop.clone(),
-    ));
+    let admin_task = tokio::spawn({
+        let stop = admin_stop.clone();
+        let addr = cfg.admin;
+        async move {
+            let listener = match admin_listener {
+                Some(listener) => listener,
+                None => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    listener = rebind_admin_when_free(addr) => listener,
+                },
+            };
+            admin::serve(listener, admin_state, stop).await
+        }
+    });
 
     // One accept task per listener, feeding one queue.
     let (tx, mut rx) = mpsc::channel::<TcpStream>(1024);
@@ -590,6 +594,39 @@ async fn serve(cfg: RunConfig, netns: PathBuf) -> Result<(), AppError> {
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Bind the admin address. Busy (`EADDRINUSE`) is not fatal: under a hostNetwork DaemonSet
+/// rolling with maxSurge 1 the old instance holds the same admin address until it has
+/// drained, so the new one starts without it and takes it over when it frees
+/// ([`rebind_admin_when_free`]). Steering never depends on the admin server.
+async fn bind_admin(addr: SocketAddr) -> Result<Option<TcpListener>, AppError> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            tracing::warn!(
+                admin = %addr,
+                "admin address in use (an older mvp still draining?); serving without it and retrying until it is free"
+            );
+            Ok(None)
+        }
+        Err(source) => Err(AppError::Admin { addr, source }),
+    }
+}
+
+/// Retry binding the admin address every 250 ms until it is free.
+async fn rebind_admin_when_free(addr: SocketAddr) -> TcpListener {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(admin = %addr, "admin address free again; serving it");
+                return listener;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => tracing::warn!(admin = %addr, error = %e, "admin: bind failed; retrying"),
+        }
+    }
 }
 
 #[cfg(test)]

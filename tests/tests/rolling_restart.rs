@@ -4,9 +4,9 @@
 //! connections taken, HTTP/1.1 closes after the current response, h2 gets GOAWAY, open
 //! streams finish within --drain-timeout) and exits 0. Callers must not notice.
 //!
-//! The two instances use different `--admin-address`es: a second instance on an admin
-//! address in use exits 1 ("admin: cannot serve on ... in use?"), so on one node (a
-//! hostNetwork DaemonSet surging with the same template) B cannot start while A runs.
+//! Most tests give the two instances different `--admin-address`es so each one's readiness
+//! and counters can be read on its own; the last test uses one address for both, as the
+//! hostNetwork DaemonSet does: B runs without its admin endpoint until A has drained.
 //!
 //! Needs root and `cargo build -p mvp-userspace` (the binary with the eBPF object).
 use std::net::SocketAddr;
@@ -424,5 +424,55 @@ fn sigterm_without_a_successor_fails_open_without_losing_requests() {
         failures.is_empty(),
         "requests failed while A stopped: {failures:#?}\nA:\n{}",
         a.log()
+    );
+}
+
+/// The DaemonSet as shipped (hostNetwork, one admin address for every pod, maxSurge 1):
+/// B starts while A still holds the admin address. B must not exit; it steers and serves
+/// without its admin endpoint, and takes the address over once A has drained and exited.
+#[test]
+fn a_successor_on_the_same_admin_address_takes_it_over() {
+    require_root!();
+    let lab = lab();
+    let mut a = start_front_door(&lab, "mvp-a", ADMIN_A);
+    wait_ready(&lab, &mut a, ADMIN_A);
+    let caller = Caller::start(&lab);
+    caller.wait_more(10, "requests through instance A");
+    let mut b = start_front_door(&lab, "mvp-b", ADMIN_A);
+    eventually(
+        "B to notice the admin address is busy and keep going",
+        || {
+            if let Err(e) = b.check_running() {
+                panic!("B exited although only its admin address was busy: {e}");
+            }
+            if b.log().contains("admin address in use") {
+                Ok(())
+            } else {
+                Err("no busy-admin line in B's log yet".to_string())
+            }
+        },
+    );
+    sigterm(&a);
+    let status = wait_exit(&mut a);
+    assert!(status.success(), "A exited {status}:\n{}", a.log());
+    // A is gone: whatever answers the admin address now is B, and it is ready.
+    wait_ready(&lab, &mut b, ADMIN_A);
+    let via_b = eventually("B to forward requests", || match forwarded(&lab, ADMIN_A) {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) => Err("B forwarded nothing yet".to_string()),
+        Err(e) => Err(e),
+    });
+    caller.wait_more(10, "requests after the takeover");
+    let (ok, failures) = caller.finish();
+    eprintln!(
+        "same admin address: {ok} requests on new connections, {} failed; B forwarded {via_b} \
+         once it held the admin address",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "requests failed during the roll: {failures:#?}\nA:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
     );
 }
