@@ -44,3 +44,33 @@ pub fn kubeadm(
         discovery_interval.into(),
     ])
 }
+
+/// Start `mvp run` ([`kubeadm`] arguments, admin on `admin`) on every node of the lab and
+/// wait until each is ready (its listener in the SOCKMAP, so requests are steered to it).
+/// Panics with the mvp's error if one exits; the processes are killed on drop.
+pub fn start_on_every_node(
+    lab: &LabCluster,
+    admin: &str,
+    discovery_interval: &str,
+) -> Vec<crate::lab::LabProcess> {
+    let admin_addr: std::net::SocketAddr = admin.parse().expect("admin address");
+    let mut mvps = Vec::new();
+    for node in lab.nodes() {
+        let args = kubeadm(lab, node.name(), admin, discovery_interval).expect("mvp arguments");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mvps.push(lab.start_mvp(node.name(), "mvp", &args).expect("start mvp"));
+    }
+    for (node, mvp) in lab.nodes().iter().zip(mvps.iter_mut()) {
+        crate::eventually::eventually(&format!("mvp on {} to be ready", node.name()), || {
+            if let Err(e) = mvp.check_running() {
+                panic!("{e}"); // exited: waiting longer cannot help
+            }
+            match lab.node_http_get(node.name(), admin_addr, "/readyz") {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("/readyz: HTTP {status} {body}")),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+    mvps
+}

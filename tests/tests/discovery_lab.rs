@@ -6,8 +6,7 @@
 //!
 //! Needs root and the `mvp` binary with its eBPF object (`cargo build -p mvp-userspace`).
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use test_support::eventually::eventually;
 use test_support::lab::{CmdOutput, LabCluster, LabProcess, LabSpec};
@@ -18,63 +17,8 @@ const V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscove
 const V2_NOPEER: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer";
 
-/// `mvp run` as a kubeadm node would run it (as in routing_lab.rs).
-fn mvp_args(lab: &LabCluster, node: &str) -> Vec<String> {
-    let n = lab.node(node).unwrap();
-    let p = n.pki();
-    let path = |p: PathBuf| p.display().to_string();
-    vec![
-        "run".into(),
-        "--steer".into(),
-        n.addr().to_string(),
-        "--admin-address".into(),
-        ADMIN.into(),
-        "--tls-cert-file".into(),
-        path(p.apiserver_crt()),
-        "--tls-private-key-file".into(),
-        path(p.apiserver_key()),
-        "--client-ca-file".into(),
-        path(p.ca_crt()),
-        "--requestheader-client-ca-file".into(),
-        path(p.front_proxy_ca_crt()),
-        "--requestheader-allowed-names".into(),
-        "front-proxy-client".into(),
-        "--requestheader-username-headers".into(),
-        "X-Remote-User".into(),
-        "--requestheader-group-headers".into(),
-        "X-Remote-Group".into(),
-        "--requestheader-extra-headers-prefix".into(),
-        "X-Remote-Extra-".into(),
-        "--proxy-client-cert-file".into(),
-        path(p.front_proxy_client_crt()),
-        "--proxy-client-key-file".into(),
-        path(p.front_proxy_client_key()),
-        "--discovery-interval".into(),
-        "1".into(),
-    ]
-}
-
 fn start_mvps(lab: &LabCluster) -> Vec<LabProcess> {
-    let admin: SocketAddr = ADMIN.parse().unwrap();
-    let mut mvps = Vec::new();
-    for node in lab.nodes() {
-        let args = mvp_args(lab, node.name());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        mvps.push(lab.start_mvp(node.name(), "mvp", &args).unwrap());
-    }
-    for (node, mvp) in lab.nodes().iter().zip(mvps.iter_mut()) {
-        eventually(&format!("mvp on {} to be ready", node.name()), || {
-            if let Err(e) = mvp.check_running() {
-                panic!("{e}");
-            }
-            match lab.node_http_get(node.name(), admin, "/readyz") {
-                Ok((200, _)) => Ok(()),
-                Ok((status, body)) => Err(format!("/readyz: HTTP {status} {body}")),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-    }
-    mvps
+    test_support::mvp_args::start_on_every_node(lab, ADMIN, "1")
 }
 
 /// kubectl through `node` with its own, empty discovery cache (`phase` names it), so no

@@ -4,7 +4,6 @@
 //! local apiserver is routed around; a forwarded request is never forwarded again.
 //!
 //! Needs root and the `mvp` binary with its eBPF object (`cargo build -p mvp-userspace`).
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -16,26 +15,7 @@ use test_support::surface::{ONLY_IN_133, ONLY_IN_136, Resource, resource};
 const ADMIN: &str = "127.0.0.1:9464";
 
 fn start_mvps(lab: &LabCluster) -> Vec<LabProcess> {
-    let admin: SocketAddr = ADMIN.parse().unwrap();
-    let mut mvps = Vec::new();
-    for node in lab.nodes() {
-        let args = test_support::mvp_args::kubeadm(lab, node.name(), ADMIN, "1").unwrap();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        mvps.push(lab.start_mvp(node.name(), "mvp", &args).unwrap());
-    }
-    for (node, mvp) in lab.nodes().iter().zip(mvps.iter_mut()) {
-        eventually(&format!("mvp on {} to be ready", node.name()), || {
-            if let Err(e) = mvp.check_running() {
-                panic!("{e}");
-            }
-            match lab.node_http_get(node.name(), admin, "/readyz") {
-                Ok((200, _)) => Ok(()),
-                Ok((status, body)) => Err(format!("/readyz: HTTP {status} {body}")),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-    }
-    mvps
+    test_support::mvp_args::start_on_every_node(lab, ADMIN, "1")
 }
 
 fn metrics(lab: &LabCluster, node: &str) -> String {
