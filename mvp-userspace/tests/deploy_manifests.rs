@@ -168,8 +168,29 @@ fn readiness_is_mvps_readyz_on_its_admin_address() {
 #[test]
 fn rbac_is_read_only_endpointslices_in_default() {
     let docs = documents();
-    assert!(by_kind(&docs, "ClusterRole").is_empty());
-    assert!(by_kind(&docs, "ClusterRoleBinding").is_empty());
+    // The only cluster-wide grant: listing CRDs and APIServices (their group/versions are
+    // never routed to peers), for mvp's front-proxy user.
+    let cluster_role = one(&docs, "ClusterRole");
+    let cluster_rules = cluster_role["rules"].as_sequence().expect("rules");
+    assert_eq!(cluster_rules.len(), 2);
+    for rule in cluster_rules {
+        assert_eq!(strs(&rule["verbs"]), ["list"], "read-only: {rule:?}");
+    }
+    assert_eq!(
+        strs(&cluster_rules[0]["resources"]),
+        ["customresourcedefinitions"]
+    );
+    assert_eq!(strs(&cluster_rules[1]["resources"]), ["apiservices"]);
+    let cluster_binding = one(&docs, "ClusterRoleBinding");
+    assert_eq!(
+        cluster_binding["roleRef"]["name"],
+        cluster_role["metadata"]["name"]
+    );
+    assert_eq!(cluster_binding["subjects"][0]["kind"], "User");
+    assert_eq!(
+        cluster_binding["subjects"][0]["name"],
+        mvp::brain::fetch::MVP_USER
+    );
     let role = one(&docs, "Role");
     assert_eq!(role["metadata"]["namespace"], "default");
     let rules = role["rules"].as_sequence().expect("rules");
@@ -187,6 +208,10 @@ fn rbac_is_read_only_endpointslices_in_default() {
     assert_eq!(subject["kind"], "ServiceAccount");
     assert_eq!(subject["name"], sa["metadata"]["name"]);
     assert_eq!(subject["namespace"], sa["metadata"]["namespace"]);
+    // The user mvp reads as (front-proxy identity), bound too.
+    let user = &binding["subjects"][1];
+    assert_eq!(user["kind"], "User");
+    assert_eq!(user["name"], mvp::brain::fetch::MVP_USER);
     let ds = one(&docs, "DaemonSet");
     assert_eq!(
         ds["spec"]["template"]["spec"]["serviceAccountName"],

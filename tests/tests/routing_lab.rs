@@ -323,3 +323,52 @@ fn dead_peers_are_skipped_nobody_left_is_503_and_a_dead_local_apiserver_is_route
         readyz[0].1
     );
 }
+
+/// Upstream's group/version exclusion: group/versions that come from CRDs or aggregated
+/// APIServices are never routed to peers (every server serves them itself, and a peer's
+/// discovery snapshot may be stale for them). The lab has no CRD controller, so a CRD
+/// object claiming scheduling.k8s.io/v1alpha2 — a group/version only cp3's snapshot shows —
+/// stands in for a CRD group a peer still advertises: before the CRD exists cp1 routes
+/// workloads to cp3 (200); once cp1's apiserver lists the CRD, cp1 keeps the request local
+/// (its own 404).
+#[test]
+fn crd_group_versions_are_never_routed_to_peers() {
+    require_root!();
+    test_support::trace::init();
+    let lab = LabCluster::start(LabSpec::mixed()).unwrap();
+    let _mvps = start_mvps(&lab);
+    let cp1 = lab.node("cp1").unwrap();
+    let workloads = "/apis/scheduling.k8s.io/v1alpha2/namespaces/default/workloads";
+    let before = lab.admin_get(cp1, workloads).unwrap();
+    assert_eq!(
+        before.status,
+        200,
+        "without a CRD, cp1 must route workloads to cp3: {}",
+        before.text()
+    );
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "workloads.scheduling.k8s.io"},
+        "spec": {
+            "group": "scheduling.k8s.io",
+            "scope": "Namespaced",
+            "names": {"plural": "workloads", "singular": "workload", "kind": "Workload"},
+            "versions": [{"name": "v1alpha2", "served": true, "storage": true}]
+        }
+    });
+    lab.admin_create_or_replace(
+        cp1,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "workloads.scheduling.k8s.io",
+        &crd,
+    )
+    .unwrap();
+    eventually("cp1's mvp to keep the CRD group/version local", || {
+        let reply = lab.admin_get(cp1, workloads).map_err(|e| e.to_string())?;
+        match reply.status {
+            404 => Ok(()),
+            status => Err(format!("still HTTP {status}: {}", reply.text())),
+        }
+    });
+}

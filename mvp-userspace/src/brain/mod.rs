@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fetch::{FetchError, MVP_GROUP, MVP_USER, SERVER_VIEW_ACCEPT};
 
+use crate::discovery::exclusion::{DEFAULT_GRACE, ExclusionTracker};
 use crate::discovery::model::{APIGroupDiscoveryList, AggregatedVersion};
 use crate::discovery::negotiate::NegotiationPolicy;
 use crate::discovery::openapi::{
@@ -179,6 +180,9 @@ struct Inner {
     local_up: AtomicBool,
     peers: parking_lot::Mutex<BTreeMap<String, Peer>>,
     discovered: parking_lot::Mutex<BTreeSet<SocketAddr>>,
+    /// Group/versions of CRDs and aggregated APIServices (active + recently deleted):
+    /// every server serves them for itself, so they are never routed to peers.
+    exclusions: parking_lot::Mutex<ExclusionTracker>,
     servers: parking_lot::Mutex<BTreeMap<String, ServerState>>,
     metrics: parking_lot::Mutex<Metrics>,
     kick: Notify,
@@ -214,6 +218,36 @@ fn identity_headers(
         out.push((group.clone(), HeaderValue::from_static(MVP_GROUP)));
     }
     out
+}
+
+/// The local apiserver's CRD and aggregated-APIService group/versions (upstream's GV
+/// exclusion: peers' discovery snapshots may be stale for them, and every server serves
+/// them itself). `None` when either list cannot be read (e.g. no RBAC for `system:kube-mvp`):
+/// the last known set is kept.
+async fn read_exclusions(session: &mut Session) -> Option<ExclusionSet> {
+    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    const API_SERVICES: &str = "/apis/apiregistration.k8s.io/v1/apiservices";
+    let mut set = ExclusionSet::default();
+    for path in [CRDS, API_SERVICES] {
+        let body = match session.get(path, "application/json", None).await {
+            Ok(Fetched::Body { body, .. }) => body,
+            Ok(Fetched::NotModified) => return None,
+            Err(error) => {
+                tracing::debug!(path, %error, "CRD/APIService list not read; keeping the last exclusions");
+                return None;
+            }
+        };
+        let added = if path == CRDS {
+            set.add_crds(&body)
+        } else {
+            set.add_api_services(&body)
+        };
+        if let Err(error) = added {
+            tracing::warn!(path, %error, "CRD/APIService list unreadable; keeping the last exclusions");
+            return None;
+        }
+    }
+    Some(set)
 }
 
 fn empty_view(policy: NegotiationPolicy) -> DiscoveryView {
@@ -267,6 +301,7 @@ impl BrainHandle {
                 local_up: AtomicBool::new(true),
                 peers: Default::default(),
                 discovered: Default::default(),
+                exclusions: parking_lot::Mutex::new(ExclusionTracker::new(DEFAULT_GRACE)),
                 servers: Default::default(),
                 metrics: Default::default(),
                 kick: Notify::new(),
@@ -420,9 +455,19 @@ impl BrainHandle {
 
     /// One round: local, peer set, peers; rebuild the view if anything changed.
     pub async fn sync_once(&self) {
-        let (mut changed, local_ok, session) = self
+        let (mut changed, local_ok, mut session) = self
             .sync_server(LOCAL_ID, self.inner.local_client.clone(), true)
             .await;
+        if let Some(session) = session.as_mut()
+            && let Some(active) = read_exclusions(session).await
+        {
+            changed |= self
+                .inner
+                .exclusions
+                .lock()
+                .set_active(active, Instant::now());
+        }
+        changed |= self.inner.exclusions.lock().reap(Instant::now());
         if let Some(mut session) = session
             && self.inner.config.endpoint_peers
         {
@@ -694,10 +739,11 @@ impl BrainHandle {
             })
         };
         *self.inner.openapi.write() = Arc::new(openapi);
+        let exclusions = self.inner.exclusions.lock().exclusions();
         match DiscoveryView::build(
             local,
             &peers,
-            &ExclusionSet::default(),
+            &exclusions,
             Vec::new(),
             self.inner.config.policy,
         ) {
