@@ -183,6 +183,8 @@ struct Inner {
     /// Group/versions of CRDs and aggregated APIServices (active + recently deleted):
     /// every server serves them for itself, so they are never routed to peers.
     exclusions: parking_lot::Mutex<ExclusionTracker>,
+    /// What the exclusions were last read from ([`read_exclusions`]).
+    exclusions_seen: parking_lot::Mutex<Option<ExclusionFingerprint>>,
     servers: parking_lot::Mutex<BTreeMap<String, ServerState>>,
     metrics: parking_lot::Mutex<Metrics>,
     kick: Notify,
@@ -220,23 +222,53 @@ fn identity_headers(
     out
 }
 
+/// (name, resourceVersion) of every CRD and APIService: when it is unchanged, so are the
+/// exclusions, and the full lists (CRDs carry their whole schemas) are not fetched again.
+type ExclusionFingerprint = Vec<(String, String)>;
+
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+const API_SERVICES: &str = "/apis/apiregistration.k8s.io/v1/apiservices";
+/// Metadata only (falls back to full objects on a server without it).
+const METADATA_LIST_ACCEPT: &str =
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+
 /// The local apiserver's CRD and aggregated-APIService group/versions (upstream's GV
 /// exclusion: peers' discovery snapshots may be stale for them, and every server serves
-/// them itself). `None` when either list cannot be read (e.g. no RBAC for `system:kube-mvp`):
-/// the last known set is kept.
-async fn read_exclusions(session: &mut Session) -> Option<ExclusionSet> {
-    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    const API_SERVICES: &str = "/apis/apiregistration.k8s.io/v1/apiservices";
-    let mut set = ExclusionSet::default();
+/// them itself). Each round reads only their metadata; the full lists are read when a CRD or
+/// APIService was added, changed or removed since `seen`. `None` when nothing changed or a
+/// list cannot be read (e.g. no RBAC for `system:kube-mvp`): the last known set is kept.
+async fn read_exclusions(
+    session: &mut Session,
+    seen: &parking_lot::Mutex<Option<ExclusionFingerprint>>,
+) -> Option<ExclusionSet> {
+    let mut fingerprint = ExclusionFingerprint::new();
     for path in [CRDS, API_SERVICES] {
-        let body = match session.get(path, "application/json", None).await {
-            Ok(Fetched::Body { body, .. }) => body,
-            Ok(Fetched::NotModified) => return None,
+        let body = read_list(session, path, METADATA_LIST_ACCEPT).await?;
+        let list: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(list) => list,
             Err(error) => {
-                tracing::debug!(path, %error, "CRD/APIService list not read; keeping the last exclusions");
+                tracing::warn!(path, %error, "CRD/APIService list unreadable; keeping the last exclusions");
                 return None;
             }
         };
+        fingerprint.push((path.to_owned(), String::new()));
+        for item in list["items"].as_array().into_iter().flatten() {
+            let meta = &item["metadata"];
+            fingerprint.push((
+                meta["name"].as_str().unwrap_or_default().to_owned(),
+                meta["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+    }
+    if seen.lock().as_ref() == Some(&fingerprint) {
+        return None;
+    }
+    let mut set = ExclusionSet::default();
+    for path in [CRDS, API_SERVICES] {
+        let body = read_list(session, path, "application/json").await?;
         let added = if path == CRDS {
             set.add_crds(&body)
         } else {
@@ -247,7 +279,20 @@ async fn read_exclusions(session: &mut Session) -> Option<ExclusionSet> {
             return None;
         }
     }
+    *seen.lock() = Some(fingerprint);
     Some(set)
+}
+
+/// GET a list body; `None` (logged) when it cannot be read.
+async fn read_list(session: &mut Session, path: &str, accept: &str) -> Option<Bytes> {
+    match session.get(path, accept, None).await {
+        Ok(Fetched::Body { body, .. }) => Some(body),
+        Ok(Fetched::NotModified) => None,
+        Err(error) => {
+            tracing::debug!(path, %error, "CRD/APIService list not read; keeping the last exclusions");
+            None
+        }
+    }
 }
 
 fn empty_view(policy: NegotiationPolicy) -> DiscoveryView {
@@ -302,6 +347,7 @@ impl BrainHandle {
                 peers: Default::default(),
                 discovered: Default::default(),
                 exclusions: parking_lot::Mutex::new(ExclusionTracker::new(DEFAULT_GRACE)),
+                exclusions_seen: Default::default(),
                 servers: Default::default(),
                 metrics: Default::default(),
                 kick: Notify::new(),
@@ -459,7 +505,7 @@ impl BrainHandle {
             .sync_server(LOCAL_ID, self.inner.local_client.clone(), true)
             .await;
         if let Some(session) = session.as_mut()
-            && let Some(active) = read_exclusions(session).await
+            && let Some(active) = read_exclusions(session, &self.inner.exclusions_seen).await
         {
             changed |= self
                 .inner
