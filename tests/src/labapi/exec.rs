@@ -30,6 +30,26 @@ pub use container::{Container, ExitCode, Output};
 
 /// How long the client has to finish the upgrade after the 101 went out.
 pub(crate) const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait, bounded by [`UPGRADE_TIMEOUT`], for the client side of an HTTP upgrade; logs why
+/// and gives `None` when it fails (the 101 is already sent: there is no one to answer).
+pub(crate) async fn await_upgrade(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    pod: &str,
+    transport: &str,
+) -> Option<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
+        Ok(Ok(upgraded)) => Some(hyper_util::rt::TokioIo::new(upgraded)),
+        Ok(Err(e)) => {
+            tracing::warn!(pod = %pod, error = %ExecError::Upgrade(e), "lab exec");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(pod = %pod, "lab exec: {transport} upgrade timed out");
+            None
+        }
+    }
+}
 /// How long SPDY clients have to create their streams (kube-apiserver: 30 s).
 pub(crate) const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session with no frame or message at all for this long is dropped (client pings count).

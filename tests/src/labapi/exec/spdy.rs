@@ -15,12 +15,11 @@ use std::sync::LazyLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
     Container, DRAIN_TIMEOUT, ExecError, ExecOptions, IDLE_TIMEOUT, Output,
-    STREAM_CREATION_TIMEOUT, Session, UPGRADE_TIMEOUT, exit_message, exit_status_json, header_str,
+    STREAM_CREATION_TIMEOUT, Session, await_upgrade, exit_message, exit_status_json, header_str,
     header_tokens,
 };
 use crate::labapi::status::Status;
@@ -116,18 +115,10 @@ pub(crate) fn accept(
     };
     let on_upgrade = hyper::upgrade::on(&mut http);
     tokio::spawn(async move {
-        let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
-            Ok(Ok(upgraded)) => upgraded,
-            Ok(Err(e)) => {
-                tracing::warn!(pod = %session.pod, error = %ExecError::Upgrade(e), "lab exec");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(pod = %session.pod, "lab exec: SPDY upgrade timed out");
-                return;
-            }
+        let Some(upgraded) = await_upgrade(on_upgrade, &session.pod, "SPDY").await else {
+            return;
         };
-        match run(TokioIo::new(upgraded), protocol, opts, container).await {
+        match run(upgraded, protocol, opts, container).await {
             Ok(()) => {
                 tracing::info!(pod = %session.pod, subresource = session.subresource, user = %session.identity.user, protocol = protocol.name(), "lab exec session ended (spdy)")
             }

@@ -9,7 +9,6 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use super::{
-    Container, DRAIN_TIMEOUT, ExecError, ExecOptions, IDLE_TIMEOUT, Output, Session,
-    UPGRADE_TIMEOUT, exit_status_json, header_str, header_tokens,
+    Container, DRAIN_TIMEOUT, ExecError, ExecOptions, IDLE_TIMEOUT, Output, Session, await_upgrade,
+    exit_status_json, header_str, header_tokens,
 };
 use crate::labapi::status::Status;
 use crate::labapi::types::{LabResponse, empty};
@@ -112,18 +111,10 @@ pub(crate) fn accept(
     };
     let on_upgrade = hyper::upgrade::on(&mut http);
     tokio::spawn(async move {
-        let upgraded = match tokio::time::timeout(UPGRADE_TIMEOUT, on_upgrade).await {
-            Ok(Ok(upgraded)) => upgraded,
-            Ok(Err(e)) => {
-                tracing::warn!(pod = %session.pod, error = %ExecError::Upgrade(e), "lab exec");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(pod = %session.pod, "lab exec: websocket upgrade timed out");
-                return;
-            }
+        let Some(upgraded) = await_upgrade(on_upgrade, &session.pod, "websocket").await else {
+            return;
         };
-        match run(TokioIo::new(upgraded), protocol, opts, container).await {
+        match run(upgraded, protocol, opts, container).await {
             Ok(()) => {
                 tracing::info!(pod = %session.pod, subresource = session.subresource, user = %session.identity.user, protocol = protocol.name(), "lab exec session ended")
             }
